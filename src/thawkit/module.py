@@ -1,0 +1,256 @@
+"""FineTuneModule: a pretrained backbone, a new head, and the frozen-state that strategies drive.
+
+Frozen-ness lives here (`trainable_since`), not in a callback: it is saved in every checkpoint
+and restored before the optimizer is built, so a resumed run trains exactly the groups it
+trained before. The optimizer holds every group from step 0 (DESIGN.md, decision 3); a frozen
+group has `requires_grad=False` and, through the scheduler's gate, an LR of exactly 0.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
+
+from thawkit import batchnorm
+from thawkit.backbone import Backbone, LayerGroup, build_backbone
+from thawkit.head import Head
+from thawkit.loss import soft_target_cross_entropy
+from thawkit.schedule import FineTuneLR
+
+log = logging.getLogger(__name__)
+
+HEAD = "head"
+
+
+def _metrics(num_classes: int, prefix: str) -> MetricCollection:
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "f1_macro": MulticlassF1Score(num_classes, average="macro"),
+            "recall_macro": MulticlassRecall(num_classes, average="macro"),
+        },
+        prefix=prefix,
+    )
+
+
+class FineTuneModule(L.LightningModule):
+    """Backbone + head with discriminative LRs, a BatchNorm policy and explicit frozen state.
+
+    Args:
+        num_classes: number of classes (from the data).
+        backbone: timm or torchvision model name.
+        weights: weight source for the backbone (see `thawkit.weights`).
+        head: keyword arguments of `thawkit.head.Head` (kind, hidden, dropout, batchnorm).
+        optimizer: a partial optimizer (Hydra `_partial_: true`), given the param groups.
+        scheduler: a partial `FineTuneLR` (Hydra `_partial_: true`), or None for constant LR.
+        lr: the head's learning rate.
+        lr_decay: LR multiplier per layer group going down from the head (1.0 = same LR).
+        weight_decay: decoupled weight decay; never applied to norm or bias parameters.
+        label_smoothing: label smoothing of the loss.
+        bn_policy: `frozen_groups`, `all` or `none` (whose BatchNorm statistics stay fixed).
+        bn_freeze_affine: also freeze BatchNorm weight/bias where statistics are frozen.
+        class_names: names of the classes, saved with the checkpoint for prediction.
+        class_weights: per-class loss weights, or None.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "tf_efficientnet_lite0",
+        weights: str = "bundled",
+        head: dict | None = None,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., FineTuneLR] | None = None,
+        lr: float = 1e-3,
+        lr_decay: float = 0.5,
+        weight_decay: float = 0.01,
+        label_smoothing: float = 0.0,
+        bn_policy: str = "frozen_groups",
+        bn_freeze_affine: bool = False,
+        class_names: Sequence[str] | None = None,
+        class_weights: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        if lr <= 0:
+            raise ValueError(f"model.lr={lr} must be > 0")
+        if not 0 < lr_decay <= 1:
+            raise ValueError(f"model.lr_decay={lr_decay} must be in (0, 1]")
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"model.label_smoothing={label_smoothing} must be in [0, 1)")
+        batchnorm.check_policy(bn_policy)
+        class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        # Plain containers only: the checkpoint must load with torch.load(weights_only=True).
+        head = OmegaConf.to_container(head) if isinstance(head, DictConfig) else dict(head or {})
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "class_weights"])
+        self.backbone: Backbone = build_backbone(backbone, weights)
+        self.head = Head(self.backbone.num_features, num_classes, **(head or {}))
+        self.optimizer_factory = optimizer or torch.optim.AdamW
+        self.scheduler_factory = scheduler
+        weights_t = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.register_buffer("class_weights", weights_t, persistent=False)
+        # Global step at which each layer group became trainable; None = frozen. Head trains.
+        self.trainable_since: dict[str, int | None] = {g.name: None for g in self.backbone.groups}
+        self.trainable_since[HEAD] = 0
+        self.lr_scale = 1.0
+        self.train_metrics = _metrics(num_classes, "train/")
+        self.val_metrics = _metrics(num_classes, "val/")
+        self.test_metrics = _metrics(num_classes, "test/")
+        self._apply_frozen_state()
+
+    # ----------------------------------------------------------------- frozen state
+    @property
+    def groups_top_down(self) -> list[LayerGroup]:
+        """Backbone layer groups from the output (depth 1) down to the stem."""
+        return list(reversed(self.backbone.groups))
+
+    @property
+    def num_trainable_groups(self) -> int:
+        return sum(self.trainable_since[g.name] is not None for g in self.backbone.groups)
+
+    def set_trainable_groups(self, n: int, step: int | None = None) -> list[str]:
+        """Make the top `n` backbone groups trainable (never re-freezes). Returns newly unfrozen."""
+        n = len(self.backbone.groups) if n < 0 else min(n, len(self.backbone.groups))
+        step = self.global_step if step is None else step
+        newly = []
+        for group in self.groups_top_down[:n]:
+            if self.trainable_since[group.name] is None:
+                self.trainable_since[group.name] = step
+                newly.append(group.name)
+        if newly:
+            self._apply_frozen_state()
+        return newly
+
+    def _group_states(self) -> list[tuple[LayerGroup, bool]]:
+        return [(g, self.trainable_since[g.name] is not None) for g in self.backbone.groups]
+
+    def _apply_frozen_state(self) -> None:
+        policy, affine = self.hparams.bn_policy, self.hparams.bn_freeze_affine
+        for group, trainable in self._group_states():
+            for p in group.params:
+                p.requires_grad_(trainable)
+            if affine and batchnorm.stats_frozen(policy, trainable):
+                for norm in group.norms:
+                    for p in norm.parameters():
+                        p.requires_grad_(False)
+        batchnorm.apply_modes(self._group_states(), policy, self.training)
+
+    def train(self, mode: bool = True) -> FineTuneModule:
+        # Lightning flips train/eval around validation; the BatchNorm policy is re-applied here.
+        super().train(mode)
+        batchnorm.apply_modes(self._group_states(), self.hparams.bn_policy, mode)
+        return self
+
+    def lr_gate(self, layer_group: str) -> tuple[int | None, float]:
+        """For the scheduler: when `layer_group` became trainable, and the current LR scale."""
+        return self.trainable_since[layer_group], self.lr_scale
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["thawkit"] = {
+            "trainable_since": dict(self.trainable_since),
+            "lr_scale": self.lr_scale,
+            "preprocessing": self.backbone.preprocessing.to_dict(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("thawkit")
+        if state:
+            self.trainable_since.update(state["trainable_since"])
+            self.lr_scale = state["lr_scale"]
+            self._apply_frozen_state()
+
+    # ----------------------------------------------------------------- forward and steps
+    @property
+    def backbone_frozen(self) -> bool:
+        return self.num_trainable_groups == 0
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        # A fully frozen backbone stores no activations for backward.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.backbone_frozen):
+            return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return soft_target_cross_entropy(
+            logits, targets, self.class_weights, self.hparams.label_smoothing
+        )
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.loss(logits, y)
+        hard = y.argmax(-1) if y.ndim == 2 else y
+        metrics = {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}
+        metrics[stage].update(logits.detach(), hard)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(x))
+        self.log_dict(metrics[stage], on_step=False, on_epoch=True, prog_bar=stage != "train")
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self.log_dict(self.group_lrs(prefix="lr/"), on_step=True, on_epoch=False)
+
+    def on_train_epoch_start(self) -> None:
+        self.log("trainable_params", float(self.count_params(trainable=True)), on_step=False, on_epoch=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or self.trainer.lr_scheduler_configs == []:
+            return
+        loss = self.trainer.callback_metrics.get("val/loss")
+        if loss is not None:
+            self.trainer.lr_scheduler_configs[0].scheduler.observe(float(loss))
+
+    # ----------------------------------------------------------------- optimizer
+    def param_groups(self) -> list[dict[str, Any]]:
+        """One (decay, no-decay) pair per layer group, LR = lr * lr_decay**depth from the head."""
+        hp = self.hparams
+        layered: list[tuple[str, list[nn.Parameter]]] = [(HEAD, list(self.head.parameters()))]
+        layered += [(g.name, g.params) for g in self.groups_top_down]
+        groups = []
+        for depth, (name, params) in enumerate(layered):
+            lr = hp.lr * hp.lr_decay**depth
+            decay = [p for p in params if p.ndim > 1]
+            no_decay = [p for p in params if p.ndim <= 1]  # norm weights/biases and all biases
+            for suffix, ps, wd in (("", decay, hp.weight_decay), ("/no_decay", no_decay, 0.0)):
+                if ps:
+                    groups.append({"params": ps, "lr": lr, "weight_decay": wd, "name": name + suffix, "layer_group": name})
+        return groups
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(self.param_groups())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        total = self.trainer.estimated_stepping_batches
+        spe = max(1, int(total // max(1, self.trainer.max_epochs or 1)))
+        scheduler = self.scheduler_factory(
+            optimizer, total_steps=total, steps_per_epoch=spe, gate=self.lr_gate
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def group_lrs(self, prefix: str = "") -> dict[str, float]:
+        """Current LR of every named layer group (head first)."""
+        if self._trainer is None or not self.trainer.optimizers:
+            return {}
+        # Both halves (decay, no-decay) of a layer group always share one LR.
+        return {prefix + g["layer_group"]: float(g["lr"]) for g in self.trainer.optimizers[0].param_groups}
+
+    def count_params(self, trainable: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable)

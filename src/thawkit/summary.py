@@ -1,0 +1,138 @@
+"""RunSummary: writes the run's `summary.json`, the record that sweeps, benchmarks and tests read."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from thawkit.diagnosis import diagnose
+from thawkit.module import FineTuneModule
+
+log = logging.getLogger(__name__)
+
+
+def _num(v: Any) -> float:
+    return float(v.item() if hasattr(v, "item") else v)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+class RunSummary(L.Callback):
+    """Collects per-epoch history and writes `summary.json` after fit and after test.
+
+    Args:
+        output_dir: the run dir (summary.json goes there).
+        strategy: strategy name; seed: the run's seed (recorded).
+        monitor, mode: the metric that picks the best epoch (as the checkpoint callback does).
+        extra: more fields recorded as they are (e.g. class_counts, skipped_files).
+    """
+
+    def __init__(
+        self,
+        output_dir: str,
+        strategy: str = "",
+        seed: int | None = None,
+        monitor: str = "val/acc",
+        mode: str = "max",
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.path = Path(output_dir) / "summary.json"
+        self.strategy, self.seed = strategy, seed
+        self.monitor, self.mode = monitor, mode
+        self.extra = dict(extra or {})
+        self.history: list[dict[str, Any]] = []
+        self.test: dict[str, float] = {}
+        self.train_time = 0.0
+        self.images = 0
+        self._epoch_start = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.images += len(batch[0])
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: FineTuneModule) -> None:
+        if trainer.sanity_checking:
+            return
+        elapsed = time.perf_counter() - self._epoch_start
+        self.train_time += elapsed
+        metrics = trainer.callback_metrics
+        row: dict[str, Any] = {
+            "epoch": trainer.current_epoch,
+            "trainable_params": pl_module.count_params(trainable=True),
+            "total_params": pl_module.count_params(),
+            "frozen_groups": len(pl_module.backbone.groups) - pl_module.num_trainable_groups,
+            "lr": pl_module.group_lrs(),
+        }
+        for key in ("train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/f1_macro", "val/recall_macro"):
+            if key in metrics:
+                row[key.replace("_epoch", "")] = _num(metrics[key])
+        row["epoch_time_s"] = round(elapsed, 3)
+        self.history.append(row)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: FineTuneModule) -> None:
+        self.write(trainer, pl_module)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: FineTuneModule) -> None:
+        self.test = {k: _num(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        self.write(trainer, pl_module)
+
+    def best(self) -> dict[str, Any]:
+        rows = [r for r in self.history if self.monitor in r]
+        if not rows:
+            return {}
+        pick = max if self.mode == "max" else min
+        best = pick(rows, key=lambda r: r[self.monitor])  # first of equals, as checkpointing
+        return {k: best[k] for k in ("epoch", "val/acc", "val/loss", "val/f1_macro") if k in best}
+
+    def summary(self, trainer: L.Trainer, pl_module: FineTuneModule) -> dict[str, Any]:
+        hp = pl_module.hparams
+        ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
+        if ckpt:
+            try:
+                ckpt = os.path.relpath(ckpt, self.path.parent)
+            except ValueError:
+                pass
+        return {
+            "strategy": self.strategy,
+            "backbone": hp.backbone,
+            "weights": str(hp.weights),
+            "num_classes": hp.num_classes,
+            "class_names": list(hp.class_names),
+            "seed": self.seed,
+            "best": self.best(),
+            "test": self.test,
+            "history": self.history,
+            "train_time_s": round(self.train_time, 3),
+            "images_per_s": round(self.images / self.train_time, 2) if self.train_time else 0.0,
+            "checkpoint": ckpt,
+            "diagnosis": diagnose(self.history),
+            "preprocessing": pl_module.backbone.preprocessing.to_dict(),
+            **self.extra,
+        }
+
+    def write(self, trainer: L.Trainer, pl_module: FineTuneModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.path, self.summary(trainer, pl_module))
+        log.info("Wrote %s", self.path)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "train_time": self.train_time, "images": self.images}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict["history"])
+        self.train_time = state_dict["train_time"]
+        self.images = state_dict["images"]

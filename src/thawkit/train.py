@@ -1,0 +1,78 @@
+"""The training entry: one config group, one object; compose them and fit.
+
+`train.py` at the project root is the Hydra entry point and calls `main`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from thawkit.backbone import resolve_preprocessing
+from thawkit.data import ImageFolderDataModule
+from thawkit.module import FineTuneModule
+from thawkit.summary import RunSummary
+
+log = logging.getLogger(__name__)
+
+
+def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Trainer]:
+    """Instantiate data, model, callbacks, logger and trainer from a composed config."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    preprocessing = resolve_preprocessing(cfg.model.backbone)
+    datamodule: ImageFolderDataModule = instantiate(cfg.data, preprocessing=preprocessing)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    model: FineTuneModule = instantiate(
+        cfg.model,
+        num_classes=datamodule.num_classes,
+        class_names=datamodule.class_names,
+        class_weights=datamodule.class_weights,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler),
+    )
+    summary = RunSummary(
+        output_dir=cfg.paths.output_dir,
+        strategy=cfg.strategy.name,
+        seed=cfg.get("seed"),
+        monitor=cfg.callbacks.model_checkpoint.monitor,
+        mode=cfg.callbacks.model_checkpoint.mode,
+        extra={
+            "class_counts": datamodule.class_counts,
+            "skipped_files": datamodule.skipped_files,
+            "image_size": datamodule.image_size,
+        },
+    )
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    callbacks += [instantiate(cfg.strategy), summary]
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    return datamodule, model, trainer
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit (and test when there is a test split); returns the final metrics."""
+    datamodule, model, trainer = build(cfg)
+    if trainer.logger is not None:
+        trainer.logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if datamodule.has_test() and not trainer.fast_dev_run:
+        ckpt = "best" if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path else None
+        for results in trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False):
+            metrics.update(results)
+    return metrics
+
+
+def main(cfg: DictConfig) -> float | None:
+    """Run one training job; return the optimised metric for Hydra sweepers."""
+    metrics = train(cfg)
+    name = cfg.get("optimized_metric")
+    if name and name not in metrics:
+        raise KeyError(f"optimized_metric={name!r} was not logged; logged metrics: {sorted(metrics)}")
+    return metrics.get(name) if name else None
