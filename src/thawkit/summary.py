@@ -133,6 +133,9 @@ class RunSummary(L.Callback):
         return {"history": self.history, "train_time": self.train_time, "images": self.images}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Testing the best checkpoint after fit restores callbacks too: keep the full history.
+        if self.history:
+            return
         self.history = list(state_dict["history"])
         self.train_time = state_dict["train_time"]
         self.images = state_dict["images"]

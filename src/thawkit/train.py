@@ -59,7 +59,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit (and test when there is a test split); returns the final metrics."""
     datamodule, model, trainer = build(cfg)
     if trainer.logger is not None:
-        trainer.logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        run_keys = [k for k in cfg if k != "hydra"]
+        params = OmegaConf.to_container(OmegaConf.masked_copy(cfg, run_keys), resolve=True)
+        trainer.logger.log_hyperparams(params)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if datamodule.has_test() and not trainer.fast_dev_run:

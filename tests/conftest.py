@@ -1,0 +1,97 @@
+"""Shared fixtures: tiny generated image folders and the real Hydra config, shrunk for tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+from PIL import Image
+
+os.environ.setdefault("THAWKIT_OFFLINE", "1")  # tests never touch the network
+
+CONF_DIR = "../conf"
+TINY_BACKBONE = "test_efficientnet"  # timm's 99k-parameter EfficientNet for tests
+
+# Class c draws its pixels around this colour, so a tiny model can learn the folder quickly.
+_COLOURS = [(220, 40, 40), (40, 40, 220), (40, 200, 40), (220, 220, 40)]
+
+
+def write_image(path: Path, label: int, size: int = 24, seed: int = 0, mode: str = "RGB") -> Path:
+    """A small noisy image whose mean colour depends on `label`."""
+    rng = np.random.default_rng(seed)
+    base = np.array(_COLOURS[label % len(_COLOURS)], dtype=np.float64)
+    arr = np.clip(base + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr, "RGB").convert(mode).save(path)
+    return path
+
+
+def make_image_folder(
+    root: Path,
+    counts: dict[str, int] | Sequence[int] = (12, 12),
+    splits: Sequence[str] = ("train", "val"),
+    size: int = 24,
+) -> Path:
+    """Generate `root/<split>/<class>/*.png` (or `root/<class>/` when splits is empty)."""
+    if not isinstance(counts, dict):
+        counts = {f"class_{i}": n for i, n in enumerate(counts)}
+    seed = 0
+    for split in splits or ("",):
+        for label, (name, n) in enumerate(counts.items()):
+            n_split = n if split in ("train", "") else max(2, n // 3)
+            for i in range(n_split):
+                seed += 1
+                write_image(root / split / name / f"{i:03d}.png", label, size, seed)
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    return make_image_folder(tmp_path / "images", (12, 12), ("train", "val", "test"))
+
+
+def tiny_cfg(tmp_path: Path, overrides: Sequence[str] = (), data_root: Path | None = None) -> DictConfig:
+    """Compose the real config with `overrides`, then shrink it: CPU, tiny backbone, 2 epochs."""
+    GlobalHydra.instance().clear()
+    with initialize(version_base="1.3", config_path=CONF_DIR):
+        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    given = {o.split("=", 1)[0].lstrip("+") for o in overrides}
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.data.num_workers = 0
+        if "data.root" not in given:
+            cfg.data.root = str(data_root) if data_root else None
+        cfg.data.digits_root = str(tmp_path / "digits")
+        if "data.image_size" not in given:
+            cfg.data.image_size = 32
+        if "data.batch_size" not in given:
+            cfg.data.batch_size = 8
+        if "model.backbone" not in given:
+            cfg.model.backbone = TINY_BACKBONE
+        if "model.weights" not in given:
+            cfg.model.weights = "none"
+        cfg.trainer.accelerator = "cpu"
+        if "trainer.max_epochs" not in given:
+            cfg.trainer.max_epochs = 2
+        cfg.trainer.enable_progress_bar = False
+        cfg.callbacks.progress_bar = None
+        cfg.trainer.log_every_n_steps = 1
+    return cfg
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path, image_folder: Path) -> Callable[..., DictConfig]:
+    """`make_cfg("strategy=gradual", ...)`: the shrunk config on the generated image folder."""
+
+    def make(*overrides: str) -> DictConfig:
+        return tiny_cfg(tmp_path, overrides, data_root=image_folder)
+
+    return make
