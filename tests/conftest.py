@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -15,6 +16,9 @@ from omegaconf import DictConfig, open_dict
 from PIL import Image
 
 os.environ.setdefault("THAWKIT_OFFLINE", "1")  # tests never touch the network
+# The tiny test models gain nothing from intra-op threads, and on a small shared machine the
+# OpenMP threads spin-wait on each other: one thread made a tiny fit ~10x cheaper in CPU time.
+torch.set_num_threads(1)
 
 CONF_DIR = "../conf"
 TINY_BACKBONE = "test_efficientnet"  # timm's 99k-parameter EfficientNet for tests

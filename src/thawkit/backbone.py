@@ -20,15 +20,15 @@ from thawkit.weights import load_backbone_weights
 log = logging.getLogger(__name__)
 
 # Parameter-name prefixes of each layer group, ordered input -> output.
-_RESNET_GROUPS = [("stem", ("conv1.", "bn1.")), *[(f"stage_{i}", (f"layer{i}.",)) for i in range(1, 5)]]
+_RESNET_GROUPS = [
+    ("stem", ("conv1.", "bn1.")),
+    *[(f"stage_{i}", (f"layer{i}.",)) for i in range(1, 5)],
+]
 
 
-def _features_groups(n: int, extra_last: tuple[str, ...] = ()) -> list[tuple[str, tuple[str, ...]]]:
-    groups = [("stem", ("features.0.",))]
-    groups += [(f"stage_{i}", (f"features.{i}.",)) for i in range(1, n)]
-    name, prefixes = groups[-1]
-    groups[-1] = (name, prefixes + extra_last)
-    return groups
+def _features_groups(n: int) -> list[tuple[str, tuple[str, ...]]]:
+    """`features[0]` is the stem, `features[1..n-1]` are stage_1..stage_{n-1}."""
+    return [("stem", ("features.0.",))] + [(f"stage_{i}", (f"features.{i}.",)) for i in range(1, n)]
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,18 @@ TORCHVISION_BACKBONES: dict[str, _TorchvisionFamily] = {
     # The pretrained classifier's first Linear (960 -> 1280) belongs to the old head: dropped.
     "mobilenet_v3_large": _TorchvisionFamily(_features_groups(17), 960, "classifier"),
     "efficientnet_b0": _TorchvisionFamily(_features_groups(9), 1280, "classifier"),
-    # ConvNeXt normalises pooled features with a LayerNorm that is part of the pretrained body.
+    # ConvNeXt: a stage is its downsampling layer plus its blocks (as in timm's `stages.N`);
+    # the LayerNorm on the pooled features (classifier.0) is part of the pretrained body.
     "convnext_tiny": _TorchvisionFamily(
-        _features_groups(8, extra_last=("classifier.0.",)), 768, "classifier.2"
+        [
+            ("stem", ("features.0.",)),
+            ("stage_1", ("features.1.",)),
+            ("stage_2", ("features.2.", "features.3.")),
+            ("stage_3", ("features.4.", "features.5.")),
+            ("stage_4", ("features.6.", "features.7.", "classifier.0.")),
+        ],
+        768,
+        "classifier.2",
     ),
 }
 
@@ -153,7 +162,9 @@ class Backbone(nn.Module):
         raise KeyError(f"No layer group {name!r}; groups are {[g.name for g in self.groups]}")
 
 
-def _assign_groups(model: nn.Module, group_prefixes: list[tuple[str, tuple[str, ...]]]) -> list[LayerGroup]:
+def _assign_groups(
+    model: nn.Module, group_prefixes: list[tuple[str, tuple[str, ...]]]
+) -> list[LayerGroup]:
     groups = [LayerGroup(name) for name, _ in group_prefixes]
 
     def owner(param_name: str) -> LayerGroup | None:
@@ -171,11 +182,17 @@ def _assign_groups(model: nn.Module, group_prefixes: list[tuple[str, tuple[str, 
             g.params.append(p)
     if unassigned:
         raise RuntimeError(f"Parameters outside every layer group: {unassigned[:5]}")
+    stray_norms = []
     for mname, m in model.named_modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             g = owner(mname + ".")
-            if g is not None:
+            if g is None:
+                stray_norms.append(mname)
+            else:
                 g.norms.append(m)
+    if stray_norms:
+        # A BatchNorm outside every group would keep updating its statistics in a frozen backbone.
+        raise RuntimeError(f"BatchNorm layers outside every layer group: {stray_norms[:5]}")
     return [g for g in groups if g.params]
 
 
@@ -186,7 +203,10 @@ def _timm_group_prefixes(model: nn.Module) -> list[tuple[str, tuple[str, ...]]]:
     ordered = [names for _, names in sorted(grouped.items())]
     # Module prefixes ("blocks.1.0.bn1.") so BatchNorm modules find their group too.
     return [
-        ("stem" if i == 0 else f"stage_{i}", tuple(sorted({n.rpartition(".")[0] + "." for n in names})))
+        (
+            "stem" if i == 0 else f"stage_{i}",
+            tuple(sorted({n.rpartition(".")[0] + "." for n in names})),
+        )
         for i, names in enumerate(ordered)
     ]
 

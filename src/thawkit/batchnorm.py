@@ -25,8 +25,13 @@ def stats_frozen(policy: str, group_trainable: bool) -> bool:
 
 
 def apply_modes(groups: Iterable[tuple[LayerGroup, bool]], policy: str, training: bool) -> None:
-    """Put every BatchNorm layer in eval mode where the policy freezes its statistics."""
+    """Put every BatchNorm layer in eval mode where the policy freezes its statistics.
+
+    Only the norm's own mode is set, not its children's: timm's BatchNormAct2d holds its
+    activation and an optional Dropout as children, and a frozen norm must not switch off
+    that Dropout.
+    """
     for group, trainable in groups:
         frozen = stats_frozen(policy, trainable)
         for norm in group.norms:
-            norm.train(training and not frozen)
+            norm.training = training and not frozen

@@ -9,11 +9,13 @@ group has `requires_grad=False` and, through the scheduler's gate, an LR of exac
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchmetrics import MetricCollection
@@ -100,6 +102,7 @@ class FineTuneModule(L.LightningModule):
         self.trainable_since: dict[str, int | None] = {g.name: None for g in self.backbone.groups}
         self.trainable_since[HEAD] = 0
         self.lr_scale = 1.0
+        self._eval_mode_filter: tuple | None = None
         self.train_metrics = _metrics(num_classes, "train/")
         self.val_metrics = _metrics(num_classes, "val/")
         self.test_metrics = _metrics(num_classes, "test/")
@@ -115,8 +118,19 @@ class FineTuneModule(L.LightningModule):
     def num_trainable_groups(self) -> int:
         return sum(self.trainable_since[g.name] is not None for g in self.backbone.groups)
 
-    def set_trainable_groups(self, n: int, step: int | None = None) -> list[str]:
-        """Make the top `n` backbone groups trainable (never re-freezes). Returns newly unfrozen."""
+    def set_trainable_groups(
+        self, n: int, step: int | None = None, lr_scale: float | None = None
+    ) -> list[str]:
+        """Make the top `n` backbone groups trainable (never re-freezes).
+
+        Args:
+            n: backbone groups (from the top) that train from now on; -1 = all.
+            step: the global step they start at (default: the current one).
+            lr_scale: if any group was unfrozen, the LR multiplier from now on (two_phase).
+
+        Returns:
+            The names of the newly unfrozen groups.
+        """
         n = len(self.backbone.groups) if n < 0 else min(n, len(self.backbone.groups))
         step = self.global_step if step is None else step
         newly = []
@@ -125,7 +139,10 @@ class FineTuneModule(L.LightningModule):
                 self.trainable_since[group.name] = step
                 newly.append(group.name)
         if newly:
+            if lr_scale is not None:
+                self.lr_scale = lr_scale
             self._apply_frozen_state()
+            self.refresh_lrs()
         return newly
 
     def _group_states(self) -> list[tuple[LayerGroup, bool]]:
@@ -160,11 +177,51 @@ class FineTuneModule(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Runs before the optimizer is rebuilt: the resumed run trains exactly what it trained.
         state = checkpoint.get("thawkit")
         if state:
             self.trainable_since.update(state["trainable_since"])
             self.lr_scale = state["lr_scale"]
             self._apply_frozen_state()
+
+    def refresh_lrs(self) -> None:
+        """Apply the scheduler's LRs for the current step now (after an unfreeze or a resume)."""
+        if self._trainer is None:
+            return
+        for config in self.trainer.lr_scheduler_configs:
+            if isinstance(config.scheduler, FineTuneLR):
+                config.scheduler.refresh()
+
+    def on_fit_start(self) -> None:
+        # Lightning warns about modules in eval mode when training starts. BatchNorm layers that
+        # the policy freezes are meant to be: silence that warning for exactly their number, and
+        # only until training has started (any other module in eval mode still warns).
+        frozen = {id(m) for g, t in self._group_states() if self._stats_frozen(t) for m in g.norms}
+        in_eval = [m for m in self.modules() if not m.training]
+        if in_eval and all(id(m) in frozen for m in in_eval):
+            warnings.filterwarnings(
+                "ignore",
+                message=rf"Found {len(in_eval)} module\(s\) in eval mode at the start of training",
+                category=PossibleUserWarning,
+            )
+            self._eval_mode_filter = warnings.filters[0]
+
+    def on_train_start(self) -> None:
+        self._drop_eval_mode_filter()
+        # A resumed run may have another length (the schedule's shape) than the saved one.
+        self.refresh_lrs()
+
+    def teardown(self, stage: str) -> None:
+        self._drop_eval_mode_filter()
+
+    def _drop_eval_mode_filter(self) -> None:
+        entry = self._eval_mode_filter
+        if entry is not None and entry in warnings.filters:
+            warnings.filters.remove(entry)
+        self._eval_mode_filter = None
+
+    def _stats_frozen(self, trainable: bool) -> bool:
+        return batchnorm.stats_frozen(self.hparams.bn_policy, trainable)
 
     # ----------------------------------------------------------------- forward and steps
     @property
@@ -192,7 +249,9 @@ class FineTuneModule(L.LightningModule):
         metrics = {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}
         metrics[stage].update(logits.detach(), hard)
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(x))
+        self.log(
+            f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(x)
+        )
         self.log_dict(metrics[stage], on_step=False, on_epoch=True, prog_bar=stage != "train")
         return loss
 
@@ -209,7 +268,12 @@ class FineTuneModule(L.LightningModule):
         self.log_dict(self.group_lrs(prefix="lr/"), on_step=True, on_epoch=False)
 
     def on_train_epoch_start(self) -> None:
-        self.log("trainable_params", float(self.count_params(trainable=True)), on_step=False, on_epoch=True)
+        self.log(
+            "trainable_params",
+            float(self.count_params(trainable=True)),
+            on_step=False,
+            on_epoch=True,
+        )
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking or self.trainer.lr_scheduler_configs == []:
@@ -231,7 +295,15 @@ class FineTuneModule(L.LightningModule):
             no_decay = [p for p in params if p.ndim <= 1]  # norm weights/biases and all biases
             for suffix, ps, wd in (("", decay, hp.weight_decay), ("/no_decay", no_decay, 0.0)):
                 if ps:
-                    groups.append({"params": ps, "lr": lr, "weight_decay": wd, "name": name + suffix, "layer_group": name})
+                    groups.append(
+                        {
+                            "params": ps,
+                            "lr": lr,
+                            "weight_decay": wd,
+                            "name": name + suffix,
+                            "layer_group": name,
+                        }
+                    )
         return groups
 
     def configure_optimizers(self) -> dict[str, Any]:
@@ -243,14 +315,20 @@ class FineTuneModule(L.LightningModule):
         scheduler = self.scheduler_factory(
             optimizer, total_steps=total, steps_per_epoch=spe, gate=self.lr_gate
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     def group_lrs(self, prefix: str = "") -> dict[str, float]:
         """Current LR of every named layer group (head first)."""
         if self._trainer is None or not self.trainer.optimizers:
             return {}
         # Both halves (decay, no-decay) of a layer group always share one LR.
-        return {prefix + g["layer_group"]: float(g["lr"]) for g in self.trainer.optimizers[0].param_groups}
+        return {
+            prefix + g["layer_group"]: float(g["lr"])
+            for g in self.trainer.optimizers[0].param_groups
+        }
 
     def count_params(self, trainable: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable)

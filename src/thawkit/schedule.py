@@ -7,8 +7,13 @@ Every layer group's LR at optimizer step s is
 where base_lr is head_lr * decay**depth (set by the module), warm is a linear warmup from the
 start for groups that train from step 0 and a re-warmup from their unfreeze step for groups
 unfrozen later, shape is the chosen schedule, and a frozen group's LR is exactly 0. Because
-the gate reads the module's frozen-state, the optimizer's groups never change, and resuming a
-checkpoint restores the schedule exactly (its state_dict carries everything but the gate).
+the gate reads the module's frozen-state, the optimizer's groups never change.
+
+The LR used at step s is a pure function of s, the run's configuration and the frozen state at
+step s. So the checkpointed state is only the progress (step count, plateau bookkeeping): a
+resumed run rebuilds the configuration from its own settings (a run resumed with a larger
+`max_epochs` stretches its cosine over the new length, exactly as an uninterrupted run of that
+length would) and `refresh()` recomputes the LRs after a resume or an unfreeze.
 """
 
 from __future__ import annotations
@@ -72,7 +77,9 @@ class FineTuneLR(LRScheduler):
         self.gate = gate
         self.total_steps = max(1, int(total_steps))
         spe = max(1, int(steps_per_epoch))
-        self.warmup_steps = int(warmup_steps if warmup_steps is not None else round(warmup_epochs * spe))
+        self.warmup_steps = int(
+            warmup_steps if warmup_steps is not None else round(warmup_epochs * spe)
+        )
         self.rewarm_steps = int(round(rewarm_epochs * spe))
         self.min_lr_ratio = min_lr_ratio
         self.step_steps = max(1, int(round(step_epochs * spe)))
@@ -86,8 +93,33 @@ class FineTuneLR(LRScheduler):
         self.plateau_bad = 0
         super().__init__(optimizer)
 
+    # Progress only: configuration comes from the constructor, the gate from the module.
+    _STATE = (
+        "last_epoch",
+        "_step_count",
+        "base_lrs",
+        "_last_lr",
+        "plateau_scale",
+        "plateau_best",
+        "plateau_bad",
+    )
+
     def state_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "gate")}
+        return {k: self.__dict__[k] for k in self._STATE if k in self.__dict__}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.__dict__.update({k: v for k, v in state_dict.items() if k in self._STATE})
+
+    def refresh(self) -> None:
+        """Write the LRs of the current step into the optimizer now.
+
+        Called when the frozen state changes between steps (an unfreeze at an epoch start) and
+        after a resume, so the very next optimizer step already uses them; otherwise the step
+        would use LRs computed while the group was still frozen.
+        """
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
+            group["lr"] = lr
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     def shape(self, step: int) -> float:
         """The schedule's multiplier at `step` (1.0 at the end of warmup)."""
@@ -139,3 +171,6 @@ class FineTuneLR(LRScheduler):
         if self.plateau_bad > self.plateau_patience:
             self.plateau_scale *= self.plateau_factor
             self.plateau_bad = 0
+            # At once, as ReduceLROnPlateau does: the next step already uses the lower LR
+            # (and a run resumed from this validation's checkpoint agrees).
+            self.refresh()

