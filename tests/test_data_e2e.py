@@ -113,7 +113,11 @@ def test_on_bad_image_error_fails_before_training(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_hymenoptera_photos_strong_augmentation_mixing_and_imbalance(tmp_path: Path) -> None:
-    """Real photos (ants vs bees), the bundled EfficientNet-Lite0, 160 px, 3 epochs."""
+    """Real photos (ants vs bees), the bundled EfficientNet-Lite0 at 160 px, 2 epochs.
+
+    The default two_phase strategy trains the head in these epochs. Measured: best val/acc
+    0.90 (chance: 0.54), 234 s wall (98 s CPU) on 2 CPU cores shared with other jobs.
+    """
     root = hymenoptera_root()
     if root is None:
         pytest.skip("../shared/data/hymenoptera is not there (set THAWKIT_HYMENOPTERA)")
@@ -125,7 +129,7 @@ def test_hymenoptera_photos_strong_augmentation_mixing_and_imbalance(tmp_path: P
         "model.weights=bundled",
         "data.image_size=160",
         "data.batch_size=32",
-        "trainer.max_epochs=3",
+        "trainer.max_epochs=2",
     ]
     cfg = tiny_cfg(tmp_path, overrides, data_root=root)
     start = time.perf_counter()
@@ -137,5 +141,5 @@ def test_hymenoptera_photos_strong_augmentation_mixing_and_imbalance(tmp_path: P
     assert summary["skipped_files"] == {}
     assert summary["class_counts"]["train"] == {"ants": 123, "bees": 121}
     assert summary["class_counts"]["val"] == {"ants": 70, "bees": 83}
-    # Pretrained features separate ants from bees well above chance (0.54) within 3 epochs.
+    # Pretrained features separate ants from bees well above chance (0.54) within 2 epochs.
     assert best >= 0.85, summary["history"]
