@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset
 
-from thawkit.backbone import Preprocessing
+from thawkit.backbone import Preprocessing, resolve_preprocessing
 from thawkit.data import folder
 from thawkit.data.digits import DEFAULT_ROOT, export_digits
 from thawkit.data.imbalance import (
@@ -20,6 +24,7 @@ from thawkit.data.imbalance import (
     class_counts,
     loss_class_weights,
     sample_weights,
+    sampled_class_counts,
 )
 from thawkit.data.mixing import BatchMixer
 from thawkit.data.transforms import eval_transform, train_transform
@@ -30,6 +35,7 @@ BAD_IMAGE_POLICIES = ("skip", "error")
 # The default digits are 8x8 scans: 64 px keeps a pretrained CNN's receptive fields busy and
 # the default run inside a CPU budget.
 DIGITS_IMAGE_SIZE = 64
+COUNTS_TAG = "data/class_counts"
 
 
 class ImageDataset(Dataset):
@@ -57,6 +63,62 @@ def default_num_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
+def as_preprocessing(preprocessing: Preprocessing | Mapping[str, Any] | str) -> Preprocessing:
+    """A `Preprocessing`, its `to_dict()` form, or a backbone name -> `Preprocessing`."""
+    if isinstance(preprocessing, Preprocessing):
+        return preprocessing
+    if isinstance(preprocessing, str):
+        return resolve_preprocessing(preprocessing)
+    if isinstance(preprocessing, Mapping):
+        d = dict(preprocessing)
+        return Preprocessing(
+            input_size=int(d["input_size"]),
+            mean=tuple(d["mean"]),
+            std=tuple(d["std"]),
+            interpolation=str(d["interpolation"]),
+            crop_pct=float(d["crop_pct"]),
+        )
+    raise TypeError(
+        f"preprocessing={preprocessing!r}: pass the backbone's Preprocessing "
+        "(thawkit.backbone.resolve_preprocessing(name)) or the backbone's name."
+    )
+
+
+def counts_table(counts: Mapping[str, Mapping[str, int]]) -> str:
+    """Per-class counts of every split as a fixed-width text table (with totals)."""
+    splits = list(counts)
+    names = list(next(iter(counts.values())))
+    width = max(len(c) for c in [*names, "class", "total"])
+    col = max(8, *(len(s) + 2 for s in splits))
+    lines = ["class".ljust(width) + "".join(s.rjust(col) for s in splits)]
+    lines += [c.ljust(width) + "".join(str(counts[s][c]).rjust(col) for s in splits) for c in names]
+    lines.append(
+        "total".ljust(width) + "".join(str(sum(counts[s].values())).rjust(col) for s in splits)
+    )
+    return "\n".join(lines)
+
+
+def counts_figure(counts: Mapping[str, Mapping[str, int]]) -> Any:
+    """Grouped bar chart (matplotlib Figure, no pyplot state) of per-class counts per split."""
+    from matplotlib.figure import Figure
+
+    splits = list(counts)
+    names = list(next(iter(counts.values())))
+    x = np.arange(len(names))
+    bar = 0.8 / len(splits)
+    fig = Figure(figsize=(min(24.0, max(4.0, 0.35 * len(names) * len(splits) + 2)), 3.5))
+    ax = fig.add_subplot()
+    for i, split in enumerate(splits):
+        ax.bar(x + (i - (len(splits) - 1) / 2) * bar, [counts[split][c] for c in names], bar,
+               label=split)  # fmt: skip
+    ax.set_xticks(x, names, rotation=90 if len(names) > 12 else 0)
+    ax.set_ylabel("images")
+    ax.set_title("Images per class")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 class ImageFolderDataModule(L.LightningDataModule):
     """Reads an ImageFolder, checks every file once, and serves batches for a backbone.
 
@@ -64,26 +126,28 @@ class ImageFolderDataModule(L.LightningDataModule):
         root: the image folder (`train/`, `val/`, optional `test/` of class folders, or one
             folder of class folders); None = the default digits dataset at `digits_root`.
         digits_root: where the default digits dataset is exported (once).
-        preprocessing: the backbone's preprocessing (mean/std, size, interpolation, crop).
-        image_size: input side in pixels; None = the backbone's own.
+        preprocessing: the backbone's preprocessing (mean/std, size, interpolation, crop):
+            a `Preprocessing`, its dict form, or the backbone's name.
+        image_size: input side in pixels; None = the backbone's own (64 for the digits).
         batch_size: images per batch.
         num_workers: DataLoader workers; None = one less than the cores, at most 4.
-        val_fraction, test_fraction: stratified fractions split off when there is no
-            `val/` (or `test/`) folder.
+        val_fraction, test_fraction: stratified fractions of the folder split off when there
+            is no `val/` (or `test/`) folder.
         seed: seed of splits and of the weighted sampler.
         on_bad_image: `skip` (warn, name each file, record it) or `error` (fail, list all).
-        check_images: decode every file once at setup.
+        check_images: decode every file once at setup (turning it off saves the setup time
+            but a broken file then stops training when it is reached).
         augment: keyword arguments of `thawkit.data.transforms.train_transform`.
         mix: keyword arguments of `thawkit.data.mixing.BatchMixer` (mode, alphas, ...).
         imbalance: `mode` (none | sampler | loss | both), `sampler_weighting`,
-            `loss_weighting`, `beta`.
+            `loss_weighting`, `beta` (see `thawkit.data.imbalance`).
     """
 
     def __init__(
         self,
         root: str | None = None,
         digits_root: str | None = None,
-        preprocessing: Preprocessing | None = None,
+        preprocessing: Preprocessing | Mapping[str, Any] | str | None = None,
         image_size: int | None = None,
         batch_size: int = 32,
         num_workers: int | None = None,
@@ -97,17 +161,32 @@ class ImageFolderDataModule(L.LightningDataModule):
         imbalance: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if preprocessing is None:
+            raise ValueError(
+                "ImageFolderDataModule needs the backbone's preprocessing (mean/std, size, "
+                "interpolation, crop): pass preprocessing=<backbone name> or "
+                "thawkit.backbone.resolve_preprocessing(<backbone name>)."
+            )
         if batch_size < 1:
             raise ValueError(f"data.batch_size={batch_size} must be >= 1")
         if on_bad_image not in BAD_IMAGE_POLICIES:
-            raise ValueError(f"data.on_bad_image={on_bad_image!r} is not one of {BAD_IMAGE_POLICIES}")
-        self.imbalance = {"mode": "none", "sampler_weighting": "inverse", "loss_weighting": "inverse", "beta": 0.999}
+            raise ValueError(
+                f"data.on_bad_image={on_bad_image!r} is not one of {BAD_IMAGE_POLICIES}"
+            )
+        self.imbalance = {
+            "mode": "none",
+            "sampler_weighting": "inverse",
+            "loss_weighting": "inverse",
+            "beta": 0.999,
+        }
         self.imbalance.update(imbalance or {})
         if self.imbalance["mode"] not in IMBALANCE_MODES:
-            raise ValueError(f"imbalance={self.imbalance['mode']!r} is not one of {IMBALANCE_MODES}")
+            raise ValueError(
+                f"imbalance={self.imbalance['mode']!r} is not one of {IMBALANCE_MODES}"
+            )
         self.root = root
         self.digits_root = digits_root or str(DEFAULT_ROOT)
-        self.preprocessing = preprocessing or Preprocessing()
+        self.preprocessing = as_preprocessing(preprocessing)
         default_size = DIGITS_IMAGE_SIZE if root is None else self.preprocessing.input_size
         self.image_size = int(image_size or default_size)
         self.batch_size = batch_size
@@ -118,11 +197,15 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.check_images = check_images
         self.augment = dict(augment or {"name": "basic"})
         self.mix_cfg = dict(mix or {"mode": "none"})
+        # Fail on a bad augmentation knob now, not when the first batch is built.
+        train_transform(self.preprocessing, self.image_size, **self.augment)
         self.class_names: list[str] = []
         self.splits: dict[str, list[folder.Sample]] = {}
         self.skipped_files: dict[str, str] = {}
+        self.check_time_s = 0.0
         self.mixer: BatchMixer | None = None
         self._ready = False
+        self._counts_logged_to: set[int] = set()
 
     # ----------------------------------------------------------------- setup
     def prepare_data(self) -> None:
@@ -130,35 +213,67 @@ class ImageFolderDataModule(L.LightningDataModule):
             export_digits(self.digits_root)
 
     def setup(self, stage: str | None = None) -> None:
-        if self._ready:
-            return
+        """Find splits and classes, check every file once (first call), log the counts."""
+        if not self._ready:
+            self._scan()
+            self._ready = True
+        self._log_counts_to_tensorboard()
+
+    def _scan(self) -> None:
         root = self.root if self.root is not None else str(export_digits(self.digits_root))
-        self.class_names, splits = folder.discover(root, self.val_fraction, self.test_fraction, self.seed)
+        self.class_names, splits = folder.discover(
+            root, self.val_fraction, self.test_fraction, self.seed
+        )
         if self.check_images:
-            paths = [p for samples in splits.values() for p, _ in samples]
-            bad = folder.find_bad_images(paths)
-            if bad and self.on_bad_image == "error":
-                listing = "\n".join(f"  {p}: {why}" for p, why in sorted(bad.items()))
-                raise folder.DataError(
-                    f"{len(bad)} unreadable image(s) under {root}:\n{listing}\n"
-                    "Fix or remove them, or set data.on_bad_image=skip to train without them."
-                )
-            for p, why in sorted(bad.items()):
-                log.warning("Skipping unreadable image %s (%s)", p, why)
-            self.skipped_files = bad
-            splits = {k: [s for s in v if s[0] not in bad] for k, v in splits.items()}
-            for split, samples in splits.items():
-                present = {y for _, y in samples}
-                missing = [self.class_names[c] for c in range(len(self.class_names)) if c not in present]
-                if split == "train" and missing:
-                    raise folder.DataError(
-                        f"After skipping unreadable files, train/ has no images of {missing} "
-                        f"under {root}. Add readable images for them."
-                    )
+            splits = self._drop_bad_images(root, splits)
         self.splits = splits
         self.mixer = BatchMixer(num_classes=self.num_classes, **self.mix_cfg)
-        self._log_counts()
-        self._ready = True
+        log.info("Images per class:\n%s", counts_table(self.class_counts))
+
+    def _drop_bad_images(
+        self, root: str, splits: dict[str, list[folder.Sample]]
+    ) -> dict[str, list[folder.Sample]]:
+        paths = [p for samples in splits.values() for p, _ in samples]
+        start = time.perf_counter()
+        bad = folder.find_bad_images(paths)
+        self.check_time_s = time.perf_counter() - start
+        log.info("Checked %d images in %.2f s", len(paths), self.check_time_s)
+        if bad and self.on_bad_image == "error":
+            listing = "\n".join(f"  {p}: {why}" for p, why in bad.items())
+            raise folder.DataError(
+                f"{len(bad)} unreadable image(s) under {root}:\n{listing}\n"
+                "Fix or remove them, or set data.on_bad_image=skip to train without them."
+            )
+        for p, why in bad.items():
+            log.warning("Skipping unreadable image %s (%s)", p, why)
+        self.skipped_files = bad
+        splits = {k: [s for s in v if s[0] not in bad] for k, v in splits.items()}
+        for split, samples in splits.items():
+            if not samples:
+                raise folder.DataError(
+                    f"Every image of the {split} split under {root} is unreadable. "
+                    "Replace the files listed above."
+                )
+        present = {y for _, y in splits["train"]}
+        missing = [c for i, c in enumerate(self.class_names) if i not in present]
+        if missing:
+            raise folder.DataError(
+                f"After skipping unreadable files, the training split under {root} has no "
+                f"images of class(es) {missing}. Add readable images for them."
+            )
+        return splits
+
+    def _log_counts_to_tensorboard(self) -> None:
+        trainer = self.trainer
+        if trainer is None or not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger) and id(logger) not in self._counts_logged_to:
+                counts = self.class_counts
+                logger.experiment.add_figure(COUNTS_TAG, counts_figure(counts), global_step=0)
+                table = counts_table(counts).replace("\n", "\n    ")
+                logger.experiment.add_text(COUNTS_TAG, "    " + table, global_step=0)
+                self._counts_logged_to.add(id(logger))
 
     @property
     def num_classes(self) -> int:
@@ -168,40 +283,52 @@ class ImageFolderDataModule(L.LightningDataModule):
     def class_counts(self) -> dict[str, dict[str, int]]:
         """Images per class in every split: {split: {class_name: count}}."""
         return {
-            split: dict(zip(self.class_names, class_counts([y for _, y in s], self.num_classes).tolist(), strict=True))
+            split: dict(
+                zip(
+                    self.class_names,
+                    class_counts([y for _, y in s], self.num_classes).tolist(),
+                    strict=True,
+                )
+            )
             for split, s in self.splits.items()
         }
 
     @property
     def class_weights(self) -> list[float] | None:
-        """Loss weights per class when imbalance is `loss` or `both`, else None."""
-        if self.imbalance["mode"] not in ("loss", "both"):
+        """Loss weights per class when imbalance is `loss` or `both`, else None.
+
+        With `both`, the weights are computed from the class frequencies that the weighted
+        sampler produces, so sampler and loss together correct the imbalance once.
+        """
+        mode = self.imbalance["mode"]
+        if mode not in ("loss", "both"):
             return None
         counts = class_counts([y for _, y in self.splits["train"]], self.num_classes)
+        if mode == "both":
+            counts = sampled_class_counts(counts, self.imbalance["sampler_weighting"])
         return loss_class_weights(counts, self.imbalance["loss_weighting"], self.imbalance["beta"])
-
-    def _log_counts(self) -> None:
-        counts = self.class_counts
-        splits = list(counts)
-        width = max(len(c) for c in self.class_names + ["class"])
-        lines = ["class".ljust(width) + "".join(f"{s:>8}" for s in splits)]
-        for c in self.class_names:
-            lines.append(c.ljust(width) + "".join(f"{counts[s][c]:>8}" for s in splits))
-        log.info("Images per class:\n%s", "\n".join(lines))
 
     # ----------------------------------------------------------------- loaders
     def _loader(self, split: str, train: bool) -> DataLoader:
         pre, size = self.preprocessing, self.image_size
-        transform = train_transform(pre, size, **self.augment) if train else eval_transform(pre, size)
+        if train:
+            transform = train_transform(pre, size, **self.augment)
+        else:
+            transform = eval_transform(pre, size)
         dataset = ImageDataset(self.splits[split], transform)
+        trainer = self.trainer
         sampler = None
         if train and self.imbalance["mode"] in ("sampler", "both"):
             labels = [y for _, y in self.splits[split]]
             counts = class_counts(labels, self.num_classes)
             weights = sample_weights(labels, counts, self.imbalance["sampler_weighting"])
-            sampler = SeededWeightedSampler(weights, len(labels), seed=self.seed)
-        # A last training batch of one sample gives no batch statistics: drop it.
-        drop_last = train and len(dataset) % self.batch_size == 1 and len(dataset) > 1
+            epoch = trainer.current_epoch if trainer is not None else 0
+            sampler = SeededWeightedSampler(weights, len(labels), seed=self.seed, epoch=epoch)
+        # A training batch of one sample has no batch statistics (BatchNorm fails on it): drop
+        # a last batch of one. Under DDP each rank gets ceil(n / world_size) samples.
+        world = trainer.world_size if trainer is not None else 1
+        per_rank = math.ceil(len(dataset) / world)
+        drop_last = train and per_rank > 1 and per_rank % self.batch_size == 1
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -222,13 +349,16 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         if "test" not in self.splits:
-            raise folder.DataError("No test split: add a test/ folder or set data.test_fraction > 0")
+            raise folder.DataError(
+                "No test split: add a test/ folder or set data.test_fraction > 0"
+            )
         return self._loader("test", train=False)
 
     def has_test(self) -> bool:
         return bool(self.splits.get("test"))
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Mixing runs on the device, after the transfer: whole batches, not single images.
         trainer = self.trainer
         if trainer is None or not trainer.training or self.mixer is None:
             return batch

@@ -34,7 +34,9 @@ def export_digits(root: str | Path = DEFAULT_ROOT, seed: int = 0) -> Path:
     images = np.clip(digits.images * (255.0 / 16.0), 0, 255).astype(np.uint8)
     idx = np.arange(len(images))
     train, rest = train_test_split(idx, test_size=0.3, stratify=digits.target, random_state=seed)
-    val, test = train_test_split(rest, test_size=0.5, stratify=digits.target[rest], random_state=seed)
+    val, test = train_test_split(
+        rest, test_size=0.5, stratify=digits.target[rest], random_state=seed
+    )
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".digits-", dir=root.parent))
     for split, ids in (("train", train), ("val", val), ("test", test)):

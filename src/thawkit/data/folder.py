@@ -13,36 +13,56 @@ from PIL import Image, ImageOps
 
 log = logging.getLogger(__name__)
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
-SPLITS = ("train", "val", "test")
+IMG_EXTENSIONS = (
+    ".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif",
+)  # fmt: skip
+# Accepted names of the split folders; the first is the canonical split name.
+SPLIT_FOLDERS = {
+    "train": ("train", "training"),
+    "val": ("val", "valid", "validation"),
+    "test": ("test", "testing"),
+}
 Sample = tuple[str, int]
+# Side (px) that the bad-image check decodes JPEGs down to: libjpeg's DCT scaling reads every
+# byte (truncation and corrupt data still fail) at a fraction of the cost of a full decode.
+_CHECK_DRAFT_SIZE = 64
 
 
 class DataError(ValueError):
     """The image folder cannot be used as it is; the message names the folder and the fix."""
 
 
+def _to_rgb(img: Image.Image) -> Image.Image:
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # 16-bit and 32-bit grayscale: PIL's convert("L") clips instead of scaling.
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr * (255.0 / hi), 0, 255).astype(np.uint8), mode="L")
+    if img.mode in ("P", "PA", "LA", "La"):
+        # Palette transparency and grey+alpha go through RGBA so colours resolve correctly.
+        img = img.convert("RGBA")
+    return img.convert("RGB")  # RGBA/La drop alpha, as torchvision's ImageFolder loader does
+
+
 def load_rgb(path: str | os.PathLike) -> Image.Image:
     """Decode an image fully into 8-bit RGB, respecting EXIF orientation.
 
-    Grayscale, palette, RGBA (alpha dropped) and 16-bit images all become 3-channel uint8.
+    Grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit images all become 3-channel uint8.
     """
     with Image.open(path) as img:
         img.load()
-        img = ImageOps.exif_transpose(img)
-        if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            arr = np.asarray(img, dtype=np.float64)
-            hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-            img = Image.fromarray(np.clip(arr * (255.0 / hi), 0, 255).astype(np.uint8), mode="L")
-        if img.mode in ("P", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-            img = img.convert("RGBA")
-        return img.convert("RGB")
+        return _to_rgb(img)
+
+
+def _is_image_file(p: Path) -> bool:
+    # Dot-files are OS metadata (macOS `._x.jpg` resource forks, `.DS_Store`), never images.
+    return p.suffix.lower() in IMG_EXTENSIONS and not p.name.startswith(".") and p.is_file()
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS
-    )
+    """Image files under `folder`, nested subfolders included, sorted; other files ignored."""
+    return sorted(p for p in folder.rglob("*") if _is_image_file(p))
 
 
 def _class_dirs(folder: Path) -> list[Path]:
@@ -52,26 +72,38 @@ def _class_dirs(folder: Path) -> list[Path]:
 def _read_split(folder: Path, class_names: Sequence[str] | None) -> tuple[list[str], list[Sample]]:
     dirs = _class_dirs(folder)
     if not dirs:
+        loose = [p.name for p in folder.iterdir() if _is_image_file(p)][:3]
+        hint = f" It holds images directly ({', '.join(loose)}, ...)." if loose else ""
         raise DataError(
-            f"{folder} has no class folders. Put each class's images in its own subfolder "
-            f"({folder}/<class_name>/*.jpg)."
+            f"{folder} has no class folders.{hint} Put each class's images in its own subfolder "
+            f"({folder}/<class_name>/*.jpg); the subfolder names are the labels."
         )
     names = [d.name for d in dirs]
-    if class_names is not None:
-        unknown = sorted(set(names) - set(class_names))
-        if unknown:
+    if class_names is None:
+        class_names = names
+        if len(names) < 2:
             raise DataError(
-                f"{folder} has class folders {unknown} that train/ does not have. Add training "
-                f"images for them under train/, or remove them from {folder}."
+                f"{folder} has only one class folder ({names[0]}); a classifier needs at least "
+                f"two. Add a folder per class under {folder}."
             )
     else:
-        class_names = names
+        unknown = sorted(set(names) - set(class_names))
+        if unknown:
+            train_dir = folder.parent / "train"
+            raise DataError(
+                f"{folder} has class folder(s) {unknown} that {train_dir} does not have. "
+                f"Add training images for them under {train_dir}/<class>/, or remove them "
+                f"from {folder}."
+            )
+        absent = sorted(set(class_names) - set(names))
+        if absent:
+            log.warning("%s has no folder for class(es) %s: they are not evaluated", folder, absent)
     samples: list[Sample] = []
     for d in dirs:
         files = _image_files(d)
         if not files:
             raise DataError(
-                f"Class folder {d} contains no images ({', '.join(IMG_EXTENSIONS[:4])}, ...). "
+                f"Class folder {d} contains no images ({', '.join(IMG_EXTENSIONS)}). "
                 "Add images to it or remove the folder."
             )
         label = class_names.index(d.name)
@@ -96,24 +128,44 @@ def _stratified_split(
     return keep, held
 
 
+def _split_folder(root: Path, split: str) -> Path | None:
+    found = [root / name for name in SPLIT_FOLDERS[split] if (root / name).is_dir()]
+    if len(found) > 1:
+        raise DataError(
+            f"{root} has several {split} folders {[p.name for p in found]}; keep one of them."
+        )
+    return found[0] if found else None
+
+
 def discover(
     root: str | os.PathLike, val_fraction: float = 0.15, test_fraction: float = 0.0, seed: int = 0
 ) -> tuple[list[str], dict[str, list[Sample]]]:
     """Find classes and samples of every split.
 
-    Layouts: `root/{train,val[,test]}/<class>/...`, or `root/<class>/...` split by stratified
-    fractions (val_fraction, test_fraction). A `train/` without `val/` is split the same way.
+    Layouts: `root/{train,val[,test]}/<class>/...` (also `valid/`, `validation/`), or
+    `root/<class>/...` split by stratified fractions (val_fraction, test_fraction). A `train/`
+    without `val/` (or `test/`) is split the same way.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"data.root={root} is not a folder. Point data.root at your image folder.")
+    if not 0 <= test_fraction < 1:
+        raise DataError(f"data.test_fraction={test_fraction} must be in [0, 1)")
     splits: dict[str, list[Sample]] = {}
-    if (root / "train").is_dir():
-        class_names, splits["train"] = _read_split(root / "train", None)
+    train_dir = _split_folder(root, "train")
+    if train_dir is not None:
+        class_names, splits["train"] = _read_split(train_dir, None)
         for split in ("val", "test"):
-            if (root / split).is_dir():
-                _, splits[split] = _read_split(root / split, class_names)
+            folder = _split_folder(root, split)
+            if folder is not None:
+                _, splits[split] = _read_split(folder, class_names)
     else:
+        stray = [_split_folder(root, s) for s in ("val", "test")]
+        if any(stray):
+            raise DataError(
+                f"{root} has {[p.name for p in stray if p]} but no train/ folder. Put the "
+                f"training images in {root}/train/<class>/."
+            )
         class_names, splits["train"] = _read_split(root, None)
     if "test" not in splits and test_fraction > 0:
         splits["train"], splits["test"] = _stratified_split(splits["train"], test_fraction, seed)
@@ -123,24 +175,37 @@ def discover(
                 f"{root} has no val/ folder and data.val_fraction={val_fraction}; set a fraction "
                 "in (0, 1) or add a val/ folder."
             )
-        frac = val_fraction / (1 - test_fraction) if "test" in splits and test_fraction else val_fraction
+        # val_fraction is of the whole folder, also when a test fraction came off it first.
+        frac = val_fraction / (1 - test_fraction) if test_fraction else val_fraction
         splits["train"], splits["val"] = _stratified_split(splits["train"], frac, seed + 1)
     return class_names, splits
 
 
-def _problem(path: str) -> str | None:
-    if os.path.getsize(path) == 0:
-        return "zero-byte file"
+def image_problem(path: str) -> str | None:
+    """Why `path` cannot be trained on (zero bytes, unreadable, truncated), or None if it can.
+
+    Reads the header and decodes every byte of the image data once; JPEGs decode at reduced
+    scale (the same bytes are read, so truncation and corruption are still found).
+    """
     try:
-        load_rgb(path)
+        if os.path.getsize(path) == 0:
+            return "zero-byte file"
+        with Image.open(path) as img:
+            img.draft(None, (_CHECK_DRAFT_SIZE, _CHECK_DRAFT_SIZE))  # no-op for non-JPEG
+            img.load()
+            _to_rgb(img)
     except Exception as e:  # PIL raises many types for broken files
         return f"{type(e).__name__}: {e}"
     return None
 
 
 def find_bad_images(paths: Sequence[str], workers: int | None = None) -> dict[str, str]:
-    """Decode every file once (in threads: PIL releases the GIL); returns {path: problem}."""
+    """Check every file once, in threads (PIL releases the GIL while decoding).
+
+    Returns:
+        {path: problem} for the files that cannot be used, in the order of `paths`.
+    """
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        problems = list(pool.map(_problem, paths, chunksize=16))
+        problems = list(pool.map(image_problem, paths))
     return {p: why for p, why in zip(paths, problems, strict=True) if why}

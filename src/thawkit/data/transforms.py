@@ -1,11 +1,17 @@
 """Image transforms built from the backbone's own preprocessing (torchvision.transforms.v2).
 
+Nothing here knows a mean, a std or an input size: they come from the backbone
+(`thawkit.backbone.Preprocessing`), so a backbone trained with mean = std = 0.5 (EfficientNet-
+Lite) and one trained with ImageNet statistics (ResNet) each get their own.
+
 Augmentation presets (`augment=` config group): `none`, `basic` (random resized crop +
 horizontal flip), `strong` (adds colour jitter, affine, TrivialAugmentWide or RandAugment,
-blur and random erasing). Every knob is a key of the preset.
+blur and random erasing). Every knob is a keyword of `train_transform` and a key of the preset.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torchvision.transforms import InterpolationMode
@@ -18,18 +24,26 @@ AUTO_AUGMENTS = ("none", "trivialaugment", "randaugment")
 
 
 def _interp(name: str) -> InterpolationMode:
-    return InterpolationMode(name)
+    try:
+        return InterpolationMode(name)
+    except ValueError:
+        modes = [m.value for m in InterpolationMode]
+        raise ValueError(f"Interpolation {name!r} is not one of {modes}") from None
 
 
-def _to_normalised(pre: Preprocessing) -> list:
+def _to_normalised(pre: Preprocessing) -> list[T.Transform]:
     return [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(pre.mean, pre.std)]
 
 
 def eval_transform(pre: Preprocessing, size: int) -> T.Compose:
-    """Resize to size / crop_pct and centre-crop `size`, then normalise with the backbone's stats."""
+    """Resize the short side to size / crop_pct, centre-crop `size`, normalise (backbone stats).
+
+    Images smaller than `size` are scaled up the same way.
+    """
     resize = max(size, int(round(size / pre.crop_pct)))
+    interp = _interp(pre.interpolation)
     return T.Compose(
-        [T.Resize(resize, interpolation=_interp(pre.interpolation), antialias=True), T.CenterCrop(size)]
+        [T.Resize(resize, interpolation=interp, antialias=True), T.CenterCrop(size)]
         + _to_normalised(pre)
     )
 
@@ -38,13 +52,16 @@ def train_transform(
     pre: Preprocessing,
     size: int,
     name: str = "basic",
-    scale: tuple[float, float] = (0.35, 1.0),
-    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    scale: Sequence[float] = (0.35, 1.0),
+    ratio: Sequence[float] = (3 / 4, 4 / 3),
     hflip: float = 0.5,
+    vflip: float = 0.0,
     color_jitter: float = 0.0,
+    hue: float = 0.0,
     rotation: float = 0.0,
     translate: float = 0.0,
     auto_augment: str = "none",
+    randaugment_num_ops: int = 2,
     randaugment_magnitude: int = 9,
     blur: float = 0.0,
     erasing: float = 0.0,
@@ -52,36 +69,55 @@ def train_transform(
     """Training transform of an augmentation preset; `none` is the eval transform.
 
     Args:
-        pre: the backbone's preprocessing (size, mean/std, interpolation, crop).
+        pre: the backbone's preprocessing (mean/std, interpolation, crop fraction).
         size: output side in pixels.
-        name: preset name, for error messages and `none`.
-        scale, ratio: RandomResizedCrop area and aspect ranges.
-        hflip: horizontal flip probability (0 for data where left/right matters, e.g. text).
+        name: preset name: `none`, `basic` or `strong` (`none` ignores every other knob).
+        scale, ratio: RandomResizedCrop area fraction and aspect ranges.
+        hflip: horizontal flip probability (0 where left/right matters, e.g. text, digits).
+        vflip: vertical flip probability (aerial, microscopy images).
         color_jitter: brightness/contrast/saturation strength (0 = off).
-        rotation, translate: RandomAffine degrees and fraction (0 = off).
-        auto_augment: `none`, `trivialaugment` or `randaugment`.
-        randaugment_magnitude: RandAugment magnitude.
+        hue: hue jitter in [0, 0.5] (0 = off; colour often carries the class).
+        rotation: RandomAffine degrees (0 = off).
+        translate: RandomAffine shift as a fraction of the side (0 = off).
+        auto_augment: `none`, `trivialaugment` (TrivialAugmentWide) or `randaugment`.
+        randaugment_num_ops, randaugment_magnitude: RandAugment's N and M.
         blur: probability of a Gaussian blur.
-        erasing: probability of random erasing (applied after normalisation).
+        erasing: probability of random erasing (after normalisation: erased pixels = the mean).
     """
     if name not in AUGMENT_PRESETS:
         raise ValueError(f"augment={name!r} is not one of {AUGMENT_PRESETS}")
     if auto_augment not in AUTO_AUGMENTS:
-        raise ValueError(f"augment.auto_augment={auto_augment!r} is not one of {AUTO_AUGMENTS}")
+        raise ValueError(
+            f"data.augment.auto_augment={auto_augment!r} is not one of {AUTO_AUGMENTS}"
+        )
+    for knob, p in (("hflip", hflip), ("vflip", vflip), ("blur", blur), ("erasing", erasing)):
+        if not 0 <= p <= 1:
+            raise ValueError(f"data.augment.{knob}={p} is a probability: use a value in [0, 1]")
     if name == "none":
         return eval_transform(pre, size)
     interp = _interp(pre.interpolation)
-    ops: list = [T.RandomResizedCrop(size, scale=tuple(scale), ratio=tuple(ratio), interpolation=interp, antialias=True)]
+    ops: list[T.Transform] = [
+        T.RandomResizedCrop(
+            size, scale=tuple(scale), ratio=tuple(ratio), interpolation=interp, antialias=True
+        )
+    ]
     if hflip:
         ops.append(T.RandomHorizontalFlip(hflip))
+    if vflip:
+        ops.append(T.RandomVerticalFlip(vflip))
     if rotation or translate:
-        ops.append(T.RandomAffine(degrees=rotation, translate=(translate, translate) if translate else None))
-    if color_jitter:
-        ops.append(T.ColorJitter(color_jitter, color_jitter, color_jitter))
+        shift = (translate, translate) if translate else None
+        ops.append(T.RandomAffine(degrees=rotation, translate=shift, interpolation=interp))
+    if color_jitter or hue:
+        ops.append(T.ColorJitter(color_jitter, color_jitter, color_jitter, hue))
     if auto_augment == "trivialaugment":
         ops.append(T.TrivialAugmentWide(interpolation=interp))
     elif auto_augment == "randaugment":
-        ops.append(T.RandAugment(magnitude=randaugment_magnitude, interpolation=interp))
+        ops.append(
+            T.RandAugment(
+                num_ops=randaugment_num_ops, magnitude=randaugment_magnitude, interpolation=interp
+            )
+        )
     if blur:
         ops.append(T.RandomApply([T.GaussianBlur(kernel_size=5, sigma=(0.1, 2.0))], p=blur))
     ops += _to_normalised(pre)
