@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_BACKBONE, make_image_folder, tiny_cfg
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from conftest import TINY_BACKBONE, make_image_folder, tiny_cfg
 from thawkit.diagnosis import VERDICTS, assess, diagnose
 from thawkit.module import FineTuneModule
 from thawkit.plots import target_title, write_run_plots
@@ -198,7 +198,9 @@ def test_diagnosis_overfitting() -> None:
 
 
 def test_diagnosis_underfitting_flat_and_still_improving() -> None:
-    flat = assess(_history([0.40, 0.42, 0.41, 0.42], [0.38, 0.40, 0.39, 0.40], [1.3, 1.25, 1.26, 1.25]))
+    flat = assess(
+        _history([0.40, 0.42, 0.41, 0.42], [0.38, 0.40, 0.39, 0.40], [1.3, 1.25, 1.26, 1.25])
+    )
     assert flat.verdict == "underfitting" and "more capacity" in flat.remedy
     assert "flat" in flat.reason
     rising = assess(_history([0.30, 0.45, 0.60], [0.30, 0.44, 0.58], [1.5, 1.2, 0.9]))

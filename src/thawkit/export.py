@@ -144,13 +144,18 @@ def export_torchscript(
         # LibTorch (C++) and mobile runtimes load, which is what users ask it for.
         warnings.filterwarnings("ignore", message=r".*torch\.jit\..* is deprecated")
         with torch.no_grad():
-            traced = torch.jit.trace(classifier, _example(model))
+            # Our own check below (saved file, other batch sizes) replaces trace's re-run.
+            traced = torch.jit.trace(classifier, _example(model), check_trace=False)
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.jit.save(traced, str(path), _extra_files={EXTRA_FILE: json.dumps(model.metadata())})
         loaded = torch.jit.load(str(path), map_location="cpu")
-    return _check(
-        "TorchScript", lambda x: loaded(x).detach().numpy(), classifier, model, atol, rtol
-    )
+    try:
+        return _check(
+            "TorchScript", lambda x: loaded(x).detach().numpy(), classifier, model, atol, rtol
+        )
+    except ExportError:
+        path.unlink(missing_ok=True)  # never leave a file that disagrees with the model
+        raise
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -198,6 +203,8 @@ def export(
     """
     if format not in FORMATS:
         raise ValueError(f"format={format!r} is not one of {sorted(FORMATS)}")
+    if atol < 0 or rtol < 0:
+        raise ValueError(f"atol={atol} and rtol={rtol} must be >= 0")
     model = load_checkpoint(ckpt, "cpu")
     path = (
         Path(output) if output else model.run_dir / "export" / (model.path.stem + FORMATS[format])
