@@ -79,7 +79,7 @@ def test_torchscript_round_trip_dynamic_batch_and_metadata(ckpt, tmp_path) -> No
     assert result["path"] == out and result["max_abs_diff"] < TOLERANCE
     extra = {"thawkit.json": ""}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\..* is deprecated")
         scripted = torch.jit.load(str(out), _extra_files=extra)
     for batch in (1, 5):
         x, expected = _reference(ckpt, batch)

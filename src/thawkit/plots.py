@@ -61,13 +61,13 @@ def curves_figure(
     fig = new_figure(11, 4.2)
     ax_loss, ax_acc = fig.subplots(1, 2)
     for ax, metric, title in ((ax_loss, "loss", "Loss"), (ax_acc, "acc", "Accuracy")):
-        for stage, style in (("train", "-o"), ("val", "-s")):
-            points = [
-                (r["epoch"], r[f"{stage}/{metric}"]) for r in history if f"{stage}/{metric}" in r
-            ]
+        # Train metrics come from augmented (and possibly mixed) batches, in training mode.
+        for stage, style, label in (("train", "-o", "train (augmented)"), ("val", "-s", "val")):
+            key = f"{stage}/{metric}"
+            points = [(r["epoch"], r[key]) for r in history if key in r]
             if points:
                 xs, ys = zip(*points, strict=True)
-                ax.plot(xs, ys, style, label=stage, markersize=4)
+                ax.plot(xs, ys, style, label=label, markersize=4)
         for i, event in enumerate(unfreeze_events):
             groups = event.get("groups", [])
             label = "unfreeze" if i == 0 else None
@@ -78,6 +78,8 @@ def curves_figure(
                     name,
                     (event["epoch"] - 0.5, 1.0),
                     xycoords=("data", "axes fraction"),
+                    xytext=(-2, -4),
+                    textcoords="offset points",
                     rotation=90,
                     va="top",
                     ha="right",
