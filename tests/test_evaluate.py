@@ -45,6 +45,7 @@ def test_metrics_match_the_runs_test_metrics(run, capsys) -> None:
     assert metrics["f1_macro"] == pytest.approx(test["test/f1_macro"], abs=1e-6)
     assert metrics["recall_macro"] == pytest.approx(test["test/recall_macro"], abs=1e-6)
     assert metrics["confusion_matrix"] == summary["confusion_matrix"]["test"]["matrix"]
+    assert (run_dir / "plots" / "confusion_matrix_test.png").is_file()  # drawn after test
 
     written = json.loads((out / "metrics.json").read_text())
     assert written["acc"] == metrics["acc"]

@@ -21,7 +21,7 @@ from sklearn.metrics import classification_report, confusion_matrix, precision_r
 
 from thawkit.data import folder
 from thawkit.data.digits import export_digits
-from thawkit.plots import confusion_figure, image_grid_figure, save_png
+from thawkit.plots import confusion_figure, image_grid_figure, save_png, short
 from thawkit.predict import LoadedModel, load_checkpoint, predict_probabilities
 
 log = logging.getLogger(__name__)
@@ -145,20 +145,20 @@ def top_losses_figure(
     true_prob = probs[np.arange(len(labels)), labels]
     losses = -np.log(np.clip(true_prob, 1e-12, 1.0))
     order = np.argsort(-losses, kind="stable")[:n].tolist()
-    images, titles = [], []
+    images, titles, colours = [], [], []
     for i in order:
         img = folder.load_rgb(paths[i])
-        img.thumbnail((THUMBNAIL, THUMBNAIL))
+        img.thumbnail((THUMBNAIL, THUMBNAIL))  # large photos: decode once, keep small
         images.append(np.asarray(img))
         pred = int(probs[i].argmax())
-        mark = "" if pred == labels[i] else "WRONG "
         titles.append(
-            f"{mark}{class_names[labels[i]]} -> {class_names[pred]}\n"
+            f"{short(class_names[labels[i]])} -> {short(class_names[pred])}\n"
             f"p={probs[i, pred]:.2f} loss={losses[i]:.2f}"
         )
+        colours.append("black" if pred == labels[i] else "tab:red")
     wrong = int((probs.argmax(axis=1) != labels).sum())
-    title = f"Top losses: {wrong} of {len(labels)} images misclassified (true -> predicted)"
-    return image_grid_figure(images, titles, title, cell=2.2), order
+    title = f"Top losses: {wrong} of {len(labels)} misclassified (red; true -> predicted)"
+    return image_grid_figure(images, titles, title, THUMBNAIL, colours), order
 
 
 def default_output_dir(model: LoadedModel, root: Path, split: str) -> Path:

@@ -14,7 +14,7 @@ import argparse
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image, ImageOps
 
 log = logging.getLogger(__name__)
 
@@ -165,23 +166,57 @@ def class_counts_figure(class_counts: Mapping[str, Mapping[str, int]]) -> Figure
     return fig
 
 
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        image = (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
+    return image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+
+
+def short(name: str, limit: int = 14) -> str:
+    """A class name cut to `limit` characters, so grid titles stay inside their cell."""
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
 def image_grid_figure(
-    images: Sequence[np.ndarray], titles: Sequence[str] = (), title: str = "", cell: float = 2.0
+    images: Sequence[np.ndarray],
+    titles: Sequence[str] = (),
+    title: str = "",
+    cell_px: int = 160,
+    title_colors: Sequence[str] = (),
 ) -> Figure:
-    """A grid of RGB images (H, W, 3 arrays, uint8 or float in [0, 1]) with a title each."""
+    """A grid of RGB images (H, W, 3 arrays, uint8 or float in [0, 1]) with a title each.
+
+    The images are pasted into one montage (each letterboxed to `cell_px`) and drawn by one
+    axes: a grid of subplots costs a second or more per figure, this a fraction of that.
+    """
     n = max(1, len(images))
     cols = min(n, math.ceil(math.sqrt(n)))
     rows = math.ceil(n / cols)
-    fig = new_figure(cols * cell, rows * (cell + 0.35) + (0.4 if title else 0))
-    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    for i, ax in enumerate(axes):
-        ax.set_axis_off()
-        if i < len(images):
-            ax.imshow(images[i])
-            if i < len(titles):
-                ax.set_title(titles[i], fontsize=7)
+    band = 30 if titles else 4  # pixels above each cell for a two-line title
+    pad = 10
+    width, height = cols * (cell_px + pad) + pad, rows * (cell_px + band) + pad
+    montage = np.full((height, width, 3), 255, dtype=np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, cols)
+        tile = ImageOps.pad(Image.fromarray(_to_uint8(image)), (cell_px, cell_px), color="white")
+        y, x = r * (cell_px + band) + band, c * (cell_px + pad) + pad
+        montage[y : y + cell_px, x : x + cell_px] = np.asarray(tile.convert("RGB"))
+    header = 28 if title else 0
+    dpi = 100
+    fig = Figure(figsize=(width / dpi, (height + header) / dpi), dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.0, 0.0, 1.0, height / (height + header)))
+    ax.imshow(montage, interpolation="nearest")
+    ax.set_axis_off()
+    for i, text in enumerate(titles[: len(images)]):
+        r, c = divmod(i, cols)
+        x = c * (cell_px + pad) + pad + cell_px / 2
+        y = r * (cell_px + band) + band - 5
+        colour = title_colors[i] if i < len(title_colors) else "black"
+        ax.text(x, y, text, ha="center", va="bottom", fontsize=7, linespacing=1.1, color=colour)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=10, y=1 - 4 / (height + header), va="top")
     return fig
 
 
@@ -197,37 +232,52 @@ def denormalize(
 def target_title(target: torch.Tensor, class_names: Sequence[str]) -> str:
     """A hard label's name, or a soft (mixed) target's two largest parts: `cat .70 + dog .30`."""
     if target.ndim == 0:
-        return class_names[int(target)]
+        return short(class_names[int(target)])
     weights, idx = target.float().topk(min(2, target.numel()))
     parts = [
-        f"{class_names[int(i)]} {float(w):.2f}"
+        f"{short(class_names[int(i)])} {float(w):.2f}"
         for w, i in zip(weights, idx, strict=True)
         if w > 0.005
     ]
-    return " + ".join(parts) if len(parts) > 1 else class_names[int(idx[0])]
+    return " + ".join(parts) if len(parts) > 1 else short(class_names[int(idx[0])])
 
 
 # --------------------------------------------------------------------------- run dir
-def write_run_plots(summary: Mapping[str, Any], plots_dir: str | Path) -> dict[str, Path]:
-    """Draw `curves.png`, `confusion_matrix.png` (and `confusion_matrix_test.png`) and
-    `class_counts.png` from a summary.json dict, as far as it has the data for them."""
+def write_run_plots(
+    summary: Mapping[str, Any], plots_dir: str | Path, only: Collection[str] | None = None
+) -> dict[str, Path]:
+    """Draw a run's plots from its summary.json dict, as far as it has the data for them.
+
+    Args:
+        summary: the summary.json contents.
+        plots_dir: where the PNGs go.
+        only: draw only these of `curves` (curves.png), `confusion_matrix_val`
+            (confusion_matrix.png), `confusion_matrix_test`, `class_counts`; None = all.
+
+    Returns:
+        {name: path} of the files written.
+    """
     plots_dir = Path(plots_dir)
     written: dict[str, Path] = {}
+
+    def wanted(name: str) -> bool:
+        return only is None or name in only
+
     history = summary.get("history") or []
-    if history:
+    if history and wanted("curves"):
         best = (summary.get("best") or {}).get("epoch")
         fig = curves_figure(history, summary.get("unfreeze_events") or [], best)
         written["curves"] = save_png(fig, plots_dir / "curves.png")
     names = summary.get("class_names") or []
     for stage, confusion in (summary.get("confusion_matrix") or {}).items():
-        if not confusion or not names:
+        if not confusion or not names or not wanted(f"confusion_matrix_{stage}"):
             continue
         epoch = confusion.get("epoch")
         title = f"{stage} confusion matrix" + (f" (epoch {epoch})" if epoch is not None else "")
         fig = confusion_figure(confusion["matrix"], names, title)
         file = "confusion_matrix.png" if stage == "val" else f"confusion_matrix_{stage}.png"
         written[f"confusion_matrix_{stage}"] = save_png(fig, plots_dir / file)
-    if summary.get("class_counts"):
+    if summary.get("class_counts") and wanted("class_counts"):
         written["class_counts"] = save_png(
             class_counts_figure(summary["class_counts"]), plots_dir / "class_counts.png"
         )

@@ -113,7 +113,8 @@ class RunSummary(L.Callback):
         confusion = getattr(pl_module, "confusion", {}).get("test")
         if confusion is not None:
             self.test_confusion = confusion.long().tolist()
-        self.write(trainer, pl_module)
+        # Fit already drew the curves and class counts; only the test matrix is new.
+        self.write(trainer, pl_module, plots=["confusion_matrix_test"])
 
     def best(self) -> dict[str, Any]:
         rows = [r for r in self.history if self.monitor in r]
@@ -165,7 +166,10 @@ class RunSummary(L.Callback):
             **self.extra,
         }
 
-    def write(self, trainer: L.Trainer, pl_module: FineTuneModule) -> None:
+    def write(
+        self, trainer: L.Trainer, pl_module: FineTuneModule, plots: list[str] | None = None
+    ) -> None:
+        """Write summary.json and the plots named in `plots` (None = all; see write_run_plots)."""
         if not trainer.is_global_zero:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,7 +177,7 @@ class RunSummary(L.Callback):
         write_json_atomic(self.path, summary)
         log.info("Wrote %s", self.path)
         if self.plots:
-            written = write_run_plots(summary, self.path.parent / "plots")
+            written = write_run_plots(summary, self.path.parent / "plots", only=plots)
             log.info("Wrote %s", ", ".join(str(p) for p in written.values()))
 
     def state_dict(self) -> dict[str, Any]:
