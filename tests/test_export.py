@@ -103,3 +103,27 @@ def test_mismatch_fails_the_export(ckpt, tmp_path, monkeypatch) -> None:
     assert not out.exists()
     with pytest.raises(ValueError, match="format='tflite' is not one of"):
         export(ckpt, "tflite")
+
+
+@pytest.mark.slow
+def test_real_backbone_exports_within_tolerance(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """EfficientNet-Lite0 with its bundled ImageNet weights at its own 224 px."""
+    tmp = tmp_path_factory.mktemp("export_real")
+    root = make_image_folder(tmp / "images", (6, 6), ("train", "val"))
+    overrides = [
+        "strategy=full",
+        "debug=limit",
+        "trainer.max_epochs=1",
+        "~logger",
+        "model.backbone=tf_efficientnet_lite0",
+        "model.weights=bundled",
+        "data.image_size=224",
+    ]
+    datamodule, model, trainer = build(tiny_cfg(tmp, overrides, data_root=root))
+    trainer.fit(model, datamodule=datamodule)
+    path = tmp / "lite0.ckpt"
+    trainer.save_checkpoint(path)
+    for fmt in ("onnx", "torchscript"):
+        result = export(path, fmt)
+        assert result["max_abs_diff"] < TOLERANCE, fmt
+        assert read_metadata(result["path"])["image_size"] == 224
