@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -172,10 +173,12 @@ class FineTuneModule(L.LightningModule):
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
         if datamodule is not None and hasattr(datamodule, "image_size"):
             checkpoint["thawkit"]["image_size"] = int(datamodule.image_size)
-            checkpoint["thawkit"]["data"] = {
-                key: getattr(datamodule, key, None)
-                for key in ("root", "digits_root", "val_fraction", "test_fraction", "seed")
-            }
+            keys = ("val_fraction", "test_fraction", "seed")
+            data = {k: getattr(datamodule, k, None) for k in keys}
+            for key in ("root", "digits_root"):  # absolute: evaluate may run from another dir
+                path = getattr(datamodule, key, None)
+                data[key] = str(Path(path).expanduser().resolve()) if path else None
+            checkpoint["thawkit"]["data"] = data
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("thawkit")
