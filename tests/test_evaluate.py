@@ -24,7 +24,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, Path]:
     """A short run on train/val/test folders; its summary holds the test metrics of best.ckpt."""
     tmp = tmp_path_factory.mktemp("evaluate")
     root = make_image_folder(tmp / "images", (12, 12, 10), ("train", "val", "test"))
-    cfg = tiny_cfg(tmp, ["strategy=full", "debug=limit", "~logger"], data_root=root)
+    overrides = ["strategy=full", "debug=limit", "trainer.max_epochs=1", "~logger"]
+    cfg = tiny_cfg(tmp, overrides, data_root=root)
     train(cfg)
     run_dir = Path(cfg.paths.output_dir)
     return run_dir, json.loads((run_dir / "summary.json").read_text()), root
