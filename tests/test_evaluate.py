@@ -1,4 +1,4 @@
-"""evaluate.py: metrics equal to the run's own test metrics, report, top-losses grid, new folders."""
+"""evaluate.py: metrics equal to the run's own test metrics, report, top losses, new folders."""
 
 from __future__ import annotations
 
