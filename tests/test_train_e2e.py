@@ -12,12 +12,31 @@ from thawkit.train import train
 STRATEGIES = ["feature_extraction", "partial", "gradual", "full", "two_phase", "scratch"]
 
 CONTRACT = {
-    "strategy": str, "backbone": str, "weights": str, "num_classes": int, "class_names": list,
-    "seed": int, "best": dict, "test": dict, "history": list, "train_time_s": float,
-    "images_per_s": float, "checkpoint": str, "diagnosis": str,
+    "strategy": str,
+    "backbone": str,
+    "weights": str,
+    "num_classes": int,
+    "class_names": list,
+    "seed": int,
+    "best": dict,
+    "test": dict,
+    "history": list,
+    "train_time_s": float,
+    "images_per_s": float,
+    "checkpoint": str,
+    "diagnosis": str,
 }
-HISTORY_KEYS = {"epoch", "trainable_params", "total_params", "frozen_groups", "lr", "train/loss",
-                "val/loss", "val/acc", "epoch_time_s"}
+HISTORY_KEYS = {
+    "epoch",
+    "trainable_params",
+    "total_params",
+    "frozen_groups",
+    "lr",
+    "train/loss",
+    "val/loss",
+    "val/acc",
+    "epoch_time_s",
+}
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

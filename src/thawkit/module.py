@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -19,7 +20,12 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassRecall,
+)
 
 from thawkit import batchnorm
 from thawkit.backbone import Backbone, LayerGroup, build_backbone
@@ -106,6 +112,11 @@ class FineTuneModule(L.LightningModule):
         self.train_metrics = _metrics(num_classes, "train/")
         self.val_metrics = _metrics(num_classes, "val/")
         self.test_metrics = _metrics(num_classes, "test/")
+        # Confusion matrices (rows: true class) of the last finished val/test epoch, for views.
+        self.confusion_metrics = nn.ModuleDict(
+            {stage: MulticlassConfusionMatrix(num_classes) for stage in ("val", "test")}
+        )
+        self.confusion: dict[str, torch.Tensor] = {}
         self._apply_frozen_state()
 
     # ----------------------------------------------------------------- frozen state
@@ -175,6 +186,16 @@ class FineTuneModule(L.LightningModule):
             "lr_scale": self.lr_scale,
             "preprocessing": self.backbone.preprocessing.to_dict(),
         }
+        # What predict/evaluate need to rebuild the inputs from the checkpoint alone.
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        if datamodule is not None and hasattr(datamodule, "image_size"):
+            checkpoint["thawkit"]["image_size"] = int(datamodule.image_size)
+            keys = ("val_fraction", "test_fraction", "seed")
+            data = {k: getattr(datamodule, k, None) for k in keys}
+            for key in ("root", "digits_root"):  # absolute: evaluate may run from another dir
+                path = getattr(datamodule, key, None)
+                data[key] = str(Path(path).expanduser().resolve()) if path else None
+            checkpoint["thawkit"]["data"] = data
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Runs before the optimizer is rebuilt: the resumed run trains exactly what it trained.
@@ -248,6 +269,8 @@ class FineTuneModule(L.LightningModule):
         hard = y.argmax(-1) if y.ndim == 2 else y
         metrics = {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}
         metrics[stage].update(logits.detach(), hard)
+        if stage in self.confusion_metrics:
+            self.confusion_metrics[stage].update(logits.detach(), hard)
         on_step = stage == "train"
         self.log(
             f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(x)
@@ -275,7 +298,17 @@ class FineTuneModule(L.LightningModule):
             on_epoch=True,
         )
 
+    def _store_confusion(self, stage: str) -> None:
+        metric = self.confusion_metrics[stage]
+        if metric.update_called:
+            self.confusion[stage] = metric.compute().cpu()
+        metric.reset()
+
+    def on_test_epoch_end(self) -> None:
+        self._store_confusion("test")
+
     def on_validation_epoch_end(self) -> None:
+        self._store_confusion("val")
         if self.trainer.sanity_checking or self.trainer.lr_scheduler_configs == []:
             return
         loss = self.trainer.callback_metrics.get("val/loss")

@@ -1,4 +1,5 @@
-"""RunSummary: writes the run's `summary.json`, the record that sweeps, benchmarks and tests read."""
+"""RunSummary: writes the run's `summary.json`, the record that sweeps, benchmarks and tests read,
+and draws the run's `plots/` from it."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from typing import Any
 
 import lightning as L
 
-from thawkit.diagnosis import diagnose
+from thawkit.diagnosis import assess
 from thawkit.module import FineTuneModule
+from thawkit.plots import write_run_plots
+from thawkit.unfreeze import UnfreezeSchedule
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +31,14 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 
 class RunSummary(L.Callback):
-    """Collects per-epoch history and writes `summary.json` after fit and after test.
+    """Collects per-epoch history and writes `summary.json` and `plots/` after fit and after test.
 
     Args:
         output_dir: the run dir (summary.json goes there).
         strategy: strategy name; seed: the run's seed (recorded).
         monitor, mode: the metric that picks the best epoch (as the checkpoint callback does).
         extra: more fields recorded as they are (e.g. class_counts, skipped_files).
+        plots: also draw `plots/` (curves, confusion matrix, class counts) next to summary.json.
     """
 
     def __init__(
@@ -45,11 +49,17 @@ class RunSummary(L.Callback):
         monitor: str = "val/acc",
         mode: str = "max",
         extra: dict[str, Any] | None = None,
+        plots: bool = True,
     ) -> None:
         self.path = Path(output_dir) / "summary.json"
         self.strategy, self.seed = strategy, seed
         self.monitor, self.mode = monitor, mode
         self.extra = dict(extra or {})
+        self.plots = plots
+        # Validation confusion matrix of every epoch ({epoch: rows}); the test one after test.
+        self.confusion: dict[int, list[list[int]]] = {}
+        self.test_confusion: list[list[int]] | None = None
+        self.unfreeze_events: list[dict[str, Any]] = []
         self.history: list[dict[str, Any]] = []
         self.test: dict[str, float] = {}
         self.train_time = 0.0
@@ -78,15 +88,33 @@ class RunSummary(L.Callback):
         for key in ("train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/f1_macro", "val/recall_macro"):
             if key in metrics:
                 row[key.replace("_epoch", "")] = _num(metrics[key])
+        confusion = getattr(pl_module, "confusion", {}).get("val")
+        if confusion is not None:
+            self.confusion[trainer.current_epoch] = confusion.long().tolist()
+            totals = confusion.sum(dim=1).clamp(min=1)
+            recall = (confusion.diagonal() / totals).tolist()
+            names = pl_module.hparams.class_names
+            row["val/recall_per_class"] = {
+                name: round(r, 4) for name, r in zip(names, recall, strict=True)
+            }
         row["epoch_time_s"] = round(elapsed, 3)
+        schedule = next((c for c in trainer.callbacks if isinstance(c, UnfreezeSchedule)), None)
+        if schedule is not None:
+            self.unfreeze_events = [dict(e) for e in schedule.events]
         self.history.append(row)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: FineTuneModule) -> None:
+        if trainer.is_global_zero and self.history:
+            log.info("Fit diagnosis: %s", assess(self.history))
         self.write(trainer, pl_module)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: FineTuneModule) -> None:
         self.test = {k: _num(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-        self.write(trainer, pl_module)
+        confusion = getattr(pl_module, "confusion", {}).get("test")
+        if confusion is not None:
+            self.test_confusion = confusion.long().tolist()
+        # Fit already drew the curves and class counts; only the test matrix is new.
+        self.write(trainer, pl_module, plots=["confusion_matrix_test"])
 
     def best(self) -> dict[str, Any]:
         rows = [r for r in self.history if self.monitor in r]
@@ -96,8 +124,21 @@ class RunSummary(L.Callback):
         best = pick(rows, key=lambda r: r[self.monitor])  # first of equals, as checkpointing
         return {k: best[k] for k in ("epoch", "val/acc", "val/loss", "val/f1_macro") if k in best}
 
+    def confusion_matrices(self) -> dict[str, dict[str, Any]]:
+        """Validation matrix of the best epoch and the test matrix (rows: true class)."""
+        out: dict[str, dict[str, Any]] = {}
+        epoch = self.best().get("epoch")
+        if epoch is None and self.confusion:
+            epoch = max(self.confusion)
+        if epoch in self.confusion:
+            out["val"] = {"epoch": epoch, "matrix": self.confusion[epoch]}
+        if self.test_confusion is not None:
+            out["test"] = {"matrix": self.test_confusion}
+        return out
+
     def summary(self, trainer: L.Trainer, pl_module: FineTuneModule) -> dict[str, Any]:
         hp = pl_module.hparams
+        diagnosis = assess(self.history)
         ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
         if ckpt:
             try:
@@ -117,20 +158,36 @@ class RunSummary(L.Callback):
             "train_time_s": round(self.train_time, 3),
             "images_per_s": round(self.images / self.train_time, 2) if self.train_time else 0.0,
             "checkpoint": ckpt,
-            "diagnosis": diagnose(self.history),
+            "diagnosis": str(diagnosis),
+            "diagnosis_detail": diagnosis.to_dict(),
+            "unfreeze_events": self.unfreeze_events,
+            "confusion_matrix": self.confusion_matrices(),
             "preprocessing": pl_module.backbone.preprocessing.to_dict(),
             **self.extra,
         }
 
-    def write(self, trainer: L.Trainer, pl_module: FineTuneModule) -> None:
+    def write(
+        self, trainer: L.Trainer, pl_module: FineTuneModule, plots: list[str] | None = None
+    ) -> None:
+        """Write summary.json and the plots named in `plots` (None = all; see write_run_plots)."""
         if not trainer.is_global_zero:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.path, self.summary(trainer, pl_module))
+        summary = self.summary(trainer, pl_module)
+        write_json_atomic(self.path, summary)
         log.info("Wrote %s", self.path)
+        if self.plots:
+            written = write_run_plots(summary, self.path.parent / "plots", only=plots)
+            log.info("Wrote %s", ", ".join(str(p) for p in written.values()))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "train_time": self.train_time, "images": self.images}
+        return {
+            "history": self.history,
+            "train_time": self.train_time,
+            "images": self.images,
+            "confusion": self.confusion,
+            "unfreeze_events": self.unfreeze_events,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Testing the best checkpoint after fit restores callbacks too: keep the full history.
@@ -139,3 +196,5 @@ class RunSummary(L.Callback):
         self.history = list(state_dict["history"])
         self.train_time = state_dict["train_time"]
         self.images = state_dict["images"]
+        self.confusion = {int(k): v for k, v in state_dict.get("confusion", {}).items()}
+        self.unfreeze_events = list(state_dict.get("unfreeze_events", []))

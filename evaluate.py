@@ -1,0 +1,15 @@
+"""Evaluate a checkpoint: `python evaluate.py ckpt=PATH [data.root=FOLDER] [split=test]`."""
+
+import hydra
+from omegaconf import DictConfig
+
+from thawkit.evaluate import main as run
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+"""Export a checkpoint: `python export.py ckpt=PATH format=onnx|torchscript`."""
+
+import hydra
+from omegaconf import DictConfig
+
+from thawkit.export import main as run
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()
