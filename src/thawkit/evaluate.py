@@ -73,6 +73,7 @@ def select_samples(
         data.get("val_fraction") or 0.15,
         data.get("test_fraction") or 0.0,
         data.get("seed") or 0,
+        min_classes=1,
     )
     unknown = sorted(set(names) - set(model.class_names))
     if unknown:

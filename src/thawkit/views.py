@@ -6,7 +6,7 @@ logs (losses, accuracy, macro F1, `lr/<group>`, `trainable_params`):
 | TensorBoard tab | tag                            | when                              |
 |-----------------|--------------------------------|-----------------------------------|
 | Text            | `model/layer_groups`           | start: every group, params, trains|
-| Images          | `data/class_counts`            | start                             |
+| Images, Text    | `data/class_counts`            | start (written by the DataModule) |
 | Images          | `data/train_samples`           | first batch: augmented and mixed  |
 | Images          | `val/confusion_matrix`         | every validation epoch            |
 | Scalars         | `val/recall/<class>`           | every validation epoch            |
@@ -27,7 +27,6 @@ from lightning.pytorch.utilities import rank_zero_only
 from thawkit import batchnorm
 from thawkit.module import HEAD, FineTuneModule
 from thawkit.plots import (
-    class_counts_figure,
     confusion_figure,
     denormalize,
     figure_to_array,
@@ -162,9 +161,6 @@ class RunViews(L.Callback):
             "model/layer_groups", layer_group_table(pl_module, markdown=True), step
         )
         tb.experiment.add_scalar("unfreeze/trainable_groups", pl_module.num_trainable_groups, step)
-        counts = getattr(trainer.datamodule, "class_counts", None) if trainer.datamodule else None
-        if counts:
-            self._image(trainer, "data/class_counts", class_counts_figure(counts), step)
 
     @rank_zero_only
     def on_train_batch_start(

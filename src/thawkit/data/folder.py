@@ -69,7 +69,9 @@ def _class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _read_split(folder: Path, class_names: Sequence[str] | None) -> tuple[list[str], list[Sample]]:
+def _read_split(
+    folder: Path, class_names: Sequence[str] | None, min_classes: int = 2
+) -> tuple[list[str], list[Sample]]:
     dirs = _class_dirs(folder)
     if not dirs:
         loose = [p.name for p in folder.iterdir() if _is_image_file(p)][:3]
@@ -81,7 +83,7 @@ def _read_split(folder: Path, class_names: Sequence[str] | None) -> tuple[list[s
     names = [d.name for d in dirs]
     if class_names is None:
         class_names = names
-        if len(names) < 2:
+        if len(names) < min_classes:
             raise DataError(
                 f"{folder} has only one class folder ({names[0]}); a classifier needs at least "
                 f"two. Add a folder per class under {folder}."
@@ -138,9 +140,15 @@ def _split_folder(root: Path, split: str) -> Path | None:
 
 
 def discover(
-    root: str | os.PathLike, val_fraction: float = 0.15, test_fraction: float = 0.0, seed: int = 0
+    root: str | os.PathLike,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    min_classes: int = 2,
 ) -> tuple[list[str], dict[str, list[Sample]]]:
     """Find classes and samples of every split.
+
+    `min_classes` is 2 for training; evaluating a trained model may use a folder of fewer.
 
     Layouts: `root/{train,val[,test]}/<class>/...` (also `valid/`, `validation/`), or
     `root/<class>/...` split by stratified fractions (val_fraction, test_fraction). A `train/`
@@ -154,7 +162,7 @@ def discover(
     splits: dict[str, list[Sample]] = {}
     train_dir = _split_folder(root, "train")
     if train_dir is not None:
-        class_names, splits["train"] = _read_split(train_dir, None)
+        class_names, splits["train"] = _read_split(train_dir, None, min_classes)
         for split in ("val", "test"):
             folder = _split_folder(root, split)
             if folder is not None:
@@ -166,7 +174,7 @@ def discover(
                 f"{root} has {[p.name for p in stray if p]} but no train/ folder. Put the "
                 f"training images in {root}/train/<class>/."
             )
-        class_names, splits["train"] = _read_split(root, None)
+        class_names, splits["train"] = _read_split(root, None, min_classes)
     if "test" not in splits and test_fraction > 0:
         splits["train"], splits["test"] = _stratified_split(splits["train"], test_fraction, seed)
     if "val" not in splits:
