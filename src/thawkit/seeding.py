@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.utilities.data import _set_sampler_epoch
 from torch.utils.data import Dataset, Sampler
 
 # Stream ids: one per consumer, so no two consumers ever share a seed.
@@ -84,9 +85,10 @@ class SeededEpochSampler(Sampler[tuple[int, int]]):
         seed: the run's seed.
         epoch: the epoch the first iteration draws (a resumed run starts at its epoch).
         inner: a sampler that decides the order instead of a permutation.
-        skip: positions of the first iteration to leave out: the images a run interrupted
-            mid-epoch already trained on (the `__len__` stays the full epoch, as Lightning
-            counts the epoch's batches from the checkpoint).
+        skip: called at each iteration: how many positions to leave out, i.e. the images a
+            run resumed mid-epoch already trained on (the `__len__` stays the full epoch, as
+            Lightning counts the epoch's batches from the checkpoint). Called lazily because
+            Lightning builds the loader before it restores its loop counters.
     """
 
     def __init__(
@@ -95,7 +97,7 @@ class SeededEpochSampler(Sampler[tuple[int, int]]):
         seed: int,
         epoch: int = 0,
         inner: Sampler[int] | None = None,
-        skip: int = 0,
+        skip: Callable[[], int] | None = None,
     ) -> None:
         self.num_samples = len(inner) if inner is not None else num_samples  # type: ignore[arg-type]
         self.seed = seed
@@ -118,8 +120,7 @@ class SeededEpochSampler(Sampler[tuple[int, int]]):
         return torch.randperm(self.num_samples, generator=g).tolist()
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch, skip = self.epoch, self.skip
-        self.skip = 0  # only the first iteration after a mid-epoch resume skips
+        epoch, skip = self.epoch, self.skip() if self.skip is not None else 0
         self.epoch += 1  # where nobody calls set_epoch, the next iteration is the next epoch
         order = self.order(epoch)
         for position in range(skip, len(order)):
@@ -169,6 +170,23 @@ def batch_position(trainer: L.Trainer) -> tuple[int, int, int]:
     return trainer.current_epoch, index, getattr(trainer, "global_rank", 0)
 
 
+def restart_train_iterator(trainer: L.Trainer) -> None:
+    """Start the training iterator afresh, for the restored epoch and position.
+
+    Lightning creates the training iterator while it estimates the run's steps (for the LR
+    schedule), before it restores the checkpoint's epoch and batch counters, and a resumed run
+    keeps that iterator. With workers, the sampler has then already drawn its order for epoch
+    0 from the start. Called at `on_train_start`, after the restore.
+    """
+    fit_loop = trainer.fit_loop
+    fetcher, loader = fit_loop._data_fetcher, fit_loop._combined_loader
+    if fetcher is None or loader is None:
+        return
+    for dataloader in loader.flattened:
+        _set_sampler_epoch(dataloader, fit_loop.epoch_progress.current.processed)
+    iter(fetcher)
+
+
 class StepSeeds(L.Callback):
     """Seeds the global RNGs before every training step by (seed, epoch, batch, rank).
 
@@ -178,6 +196,10 @@ class StepSeeds(L.Callback):
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path is not None:
+            restart_train_iterator(trainer)
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int

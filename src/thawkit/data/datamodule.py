@@ -338,7 +338,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         if train:
             # Order and augmentation keyed by (seed, epoch, position): a resumed run continues
             # the epoch exactly, whatever the worker count (thawkit.seeding).
-            skip = batches_done_in_epoch(trainer) * self.batch_size
+            def skip() -> int:
+                return batches_done_in_epoch(trainer) * self.batch_size
+
             sampler = SeededEpochSampler(len(dataset), self._seed, epoch, sampler, skip)
             dataset = SeededSamples(dataset)
         # A training batch of one sample has no batch statistics (BatchNorm fails on it): drop
