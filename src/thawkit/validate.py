@@ -182,7 +182,7 @@ def _check_backbone(name: str, errors: list[str]) -> bool:
     return False
 
 
-def num_layer_groups(backbone: str) -> list[str]:
+def layer_group_names(backbone: str) -> list[str]:
     """The layer group names of `backbone`, built on the meta device (no memory, no weights)."""
     with torch.device("meta"):
         return [g.name for g in build_backbone(backbone, "none").groups]
@@ -197,7 +197,7 @@ def _check_group_counts(cfg: DictConfig, errors: list[str]) -> None:
             return
     if not any(v > 0 for v in ints.values()):
         return
-    groups = num_layer_groups(cfg.model.backbone)
+    groups = layer_group_names(cfg.model.backbone)
     for key, value in ints.items():
         if value > len(groups):
             errors.append(
