@@ -29,7 +29,10 @@ CASES = {
     "unknown backbone": (["model.backbone=resnet19"], ["model.backbone='resnet19'", "resnet18"]),
     "unknown scheduler": (["scheduler.name=cosin"], ["scheduler.name='cosin'", "'cosine'"]),
     "unknown augment": (["data.augment.name=strng"], ["data.augment.name='strng'", "'strong'"]),
-    "unknown mix": (["mix=mixup", "data.mix.mode=mixupp"], ["data.mix.mode='mixupp'", "'mixup_cutmix'"]),
+    "unknown mix": (
+        ["mix=mixup", "data.mix.mode=mixupp"],
+        ["data.mix.mode='mixupp'", "'mixup_cutmix'"],
+    ),
     "unknown imbalance": (
         ["data.imbalance.mode=oversample"],
         ["data.imbalance.mode='oversample'", "'sampler'"],

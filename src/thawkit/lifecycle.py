@@ -99,7 +99,7 @@ def check_loss(module: L.LightningModule, loss: torch.Tensor, batch_idx: int) ->
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes local checkpoints as temporary file + fsync + rename: a checkpoint is whole or absent."""
+    """Writes local checkpoints as temp file + fsync + rename: a checkpoint is whole or absent."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None

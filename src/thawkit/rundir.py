@@ -77,7 +77,9 @@ def holds_run(path: Path) -> list[str]:
 
 
 def _recent_runs_with_last(limit: int = 3) -> list[str]:
-    runs = sorted(Path("outputs").glob(f"*/*/{CHECKPOINTS}/{LAST}"), key=lambda p: p.stat().st_mtime)
+    runs = sorted(
+        Path("outputs").glob(f"*/*/{CHECKPOINTS}/{LAST}"), key=lambda p: p.stat().st_mtime
+    )
     return [str(p.parent.parent) for p in runs[-limit:][::-1]]
 
 
@@ -149,14 +151,14 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
         )
     saved = OmegaConf.load(saved_path)
     hydra_file = rdir / ".hydra" / "hydra.yaml"
-    saved_choices = (
-        OmegaConf.load(hydra_file).hydra.runtime.choices if hydra_file.is_file() else {}
-    )
+    saved_choices = OmegaConf.load(hydra_file).hydra.runtime.choices if hydra_file.is_file() else {}
     current = HydraConfig.get()
     groups = set(current.runtime.choices)
     history = sorted((rdir / ".hydra").glob(f"{RESUMED_PREFIX}*/overrides.yaml"))
     lines = [line for f in history for line in OmegaConf.load(f)]
-    if not any(f.parent == Path(current.runtime.output_dir) / current.output_subdir for f in history):
+    if not any(
+        f.parent == Path(current.runtime.output_dir) / current.output_subdir for f in history
+    ):
         lines += list(current.overrides.task)  # outside the usual layout: this command's own
     for override in OverridesParser.create().parse_overrides([str(x) for x in lines]):
         key = override.key_or_group
@@ -180,7 +182,9 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     return saved
 
 
-def check_checkpoint_fits(ckpt_path: str, num_classes: int, class_names: list[str], backbone: str) -> None:
+def check_checkpoint_fits(
+    ckpt_path: str, num_classes: int, class_names: list[str], backbone: str
+) -> None:
     """A resumed checkpoint must have been trained on the same classes with the same backbone."""
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     hp = ckpt.get("hyper_parameters", {})

@@ -73,7 +73,7 @@ def resolve_seed(seed: int | None) -> int:
 
 
 class SeededEpochSampler(Sampler[tuple[int, int]]):
-    """Training order seeded by (seed, epoch), with a seed for each drawn image, resumable mid-epoch.
+    """Training order seeded by (seed, epoch), a seed for each drawn image, resumable mid-epoch.
 
     Yields `(index, augmentation_seed)` pairs for `SeededSamples`. The order is a permutation of
     the dataset seeded by (seed, epoch), or, with `inner`, that sampler's order (it must itself
@@ -204,7 +204,9 @@ class StepSeeds(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        seed_step(derive_seed(self.seed, STEP, trainer.current_epoch, batch_idx, trainer.global_rank))
+        seed_step(
+            derive_seed(self.seed, STEP, trainer.current_epoch, batch_idx, trainer.global_rank)
+        )
 
     def state_dict(self) -> dict[str, Any]:
         # A run without a seed drew one at random: a resumed run must keep it.

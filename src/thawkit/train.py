@@ -64,7 +64,12 @@ def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Tra
         },
     )
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-    callbacks += [instantiate(cfg.strategy), summary, RunGuard(cfg.paths.output_dir), StepSeeds(seed)]
+    callbacks += [
+        instantiate(cfg.strategy),
+        summary,
+        RunGuard(cfg.paths.output_dir),
+        StepSeeds(seed),
+    ]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     plugins = list(instantiate(cfg.trainer.get("plugins")) or [])
     if not any(isinstance(p, CheckpointIO) for p in plugins):
@@ -87,13 +92,18 @@ def init_head_from_checkpoint(model: FineTuneModule, weights: str, reset_head: b
         return
     ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     hp = ckpt.get("hyper_parameters", {})
-    head = {k[len("head.") :]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("head.")}
+    head = {
+        k[len("head.") :]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("head.")
+    }
     names, mine = list(hp.get("class_names") or []), list(model.hparams.class_names)
     if names == mine and head:
         model.head.load_state_dict(head)
         log.info("Fine-tuning %s again: backbone and head from the checkpoint", path)
         return
-    what = f"{path} was trained on {len(names)} classes {names[:10]}; the data has {len(mine)} {mine[:10]}"
+    what = (
+        f"{path} was trained on {len(names)} classes {names[:10]}; "
+        f"the data has {len(mine)} {mine[:10]}"
+    )
     if not reset_head:
         raise ValueError(
             f"{what}. Its head cannot predict these classes: set model.reset_head=true to start "
@@ -126,7 +136,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if datamodule.has_test() and not trainer.fast_dev_run:
-        ckpt = "best" if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path else None
+        ckpt = (
+            "best"
+            if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
+            else None
+        )
         for results in trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False):
             metrics.update(results)
     return metrics
@@ -138,5 +152,7 @@ def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     name = cfg.get("optimized_metric")
     if name and name not in metrics:
-        raise KeyError(f"optimized_metric={name!r} was not logged; logged metrics: {sorted(metrics)}")
+        raise KeyError(
+            f"optimized_metric={name!r} was not logged; logged metrics: {sorted(metrics)}"
+        )
     return metrics.get(name) if name else None

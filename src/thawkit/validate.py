@@ -161,7 +161,9 @@ def _check_ranges(cfg: DictConfig, errors: list[str]) -> None:
             valid = math.isfinite(value)
         if not valid or not ok(value):
             errors.append(f"{key}={value!r} is out of range: allowed {allowed}")
-    fractions = [OmegaConf.select(cfg, f"data.{k}_fraction", default=0) or 0 for k in ("val", "test")]
+    fractions = [
+        OmegaConf.select(cfg, f"data.{k}_fraction", default=0) or 0 for k in ("val", "test")
+    ]
     if all(isinstance(f, (int, float)) for f in fractions) and sum(fractions) >= 1:
         errors.append(
             f"data.val_fraction + data.test_fraction = {sum(fractions)} leaves no training "
@@ -189,7 +191,10 @@ def layer_group_names(backbone: str) -> list[str]:
 
 
 def _check_group_counts(cfg: DictConfig, errors: list[str]) -> None:
-    keys = {k: OmegaConf.select(cfg, f"strategy.{k}", default=None) for k in ("initial_groups", "max_groups")}
+    keys = {
+        k: OmegaConf.select(cfg, f"strategy.{k}", default=None)
+        for k in ("initial_groups", "max_groups")
+    }
     ints = {k: v for k, v in keys.items() if v is not None}
     for key, value in ints.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < -1:
