@@ -38,6 +38,12 @@ TOP_LEVEL = {
 _HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 # Keys `thawkit.train.build` takes out of a node before instantiating it.
 _EXTRA_KEYS = {"model": {"reset_head"}}
+# Arguments `thawkit.train.build` passes itself: allowed, but not offered as config keys.
+_INJECTED = {
+    "model": {"num_classes", "class_names", "class_weights", "optimizer", "scheduler"},
+    "data": {"preprocessing"},
+    "trainer": {"callbacks", "logger", "plugins"},
+}
 # Sub-dicts passed on as keyword arguments: their keys must be parameters of these callables.
 _KWARG_NODES: dict[str, tuple[Callable[..., Any], set[str]]] = {
     "data.augment": (train_transform, {"pre", "size"}),
@@ -64,12 +70,13 @@ def _params(target: Callable[..., Any]) -> set[str] | None:
 
 def _unknown(path: str, keys: list[str], allowed: set[str]) -> list[str]:
     errors = []
+    offered = allowed - _INJECTED.get(path.rstrip("."), set())
     for key in keys:
         if key in allowed:
             continue
-        close = difflib.get_close_matches(key, sorted(allowed), n=1)
+        close = difflib.get_close_matches(key, sorted(offered), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        shown = ", ".join(sorted(k for k in allowed if not k.startswith("_")))
+        shown = ", ".join(sorted(k for k in offered if not k.startswith("_")))
         errors.append(f"{path}{key}: unknown key{hint} Valid keys: {shown}")
     return errors
 
@@ -98,6 +105,8 @@ def _check_keys(node: Any, path: str, errors: list[str]) -> None:
         if name == "data.imbalance":
             errors += _unknown(path, [str(k) for k in node], _IMBALANCE_KEYS)
         for key in node:
+            if not path and key == "hydra":
+                continue  # Hydra's own config (launchers, sweepers) is Hydra's to check
             value = node._get_node(key)
             if isinstance(value, (DictConfig, ListConfig)):
                 _check_keys(value, f"{path}{key}.", errors)
