@@ -120,23 +120,24 @@ def _datamodule(tmp_path: Path, **imbalance) -> ImageFolderDataModule:
 def test_datamodule_imbalance_modes(tmp_path: Path) -> None:
     none = _datamodule(tmp_path, mode="none")
     assert none.class_weights is None
-    assert not isinstance(none.train_dataloader().sampler, SeededWeightedSampler)
+    assert not isinstance(none.train_dataloader().sampler.inner, SeededWeightedSampler)
 
     sampler = _datamodule(tmp_path, mode="sampler", sampler_weighting="inverse")
     assert sampler.class_weights is None
     loader = sampler.train_dataloader()
-    assert isinstance(loader.sampler, SeededWeightedSampler) and len(loader.sampler) == 20
+    # The weighted sampler decides the order inside thawkit.seeding's SeededEpochSampler.
+    assert isinstance(loader.sampler.inner, SeededWeightedSampler) and len(loader.sampler) == 20
 
     loss = _datamodule(tmp_path, mode="loss", loss_weighting="inverse")
     assert loss.class_weights == pytest.approx([0.4, 1.6])  # 1/16 : 1/4, mean 1
-    assert not isinstance(loss.train_dataloader().sampler, SeededWeightedSampler)
+    assert not isinstance(loss.train_dataloader().sampler.inner, SeededWeightedSampler)
 
     # both: sqrt-inverse draws give classes 8:4 on average; inverse weights of *those* counts
     # finish the job, so that sampler and loss together balance exactly once.
     both = _datamodule(
         tmp_path, mode="both", sampler_weighting="sqrt_inverse", loss_weighting="inverse"
     )
-    assert isinstance(both.train_dataloader().sampler, SeededWeightedSampler)
+    assert isinstance(both.train_dataloader().sampler.inner, SeededWeightedSampler)
     w = np.array(both.class_weights)
     drawn = sampled_class_counts(np.array([16, 4]), "sqrt_inverse")
     assert drawn == pytest.approx([40 / 3, 20 / 3])

@@ -30,6 +30,7 @@ from torchmetrics.classification import (
 from thawkit import batchnorm
 from thawkit.backbone import Backbone, LayerGroup, build_backbone
 from thawkit.head import Head
+from thawkit.lifecycle import check_loss
 from thawkit.loss import soft_target_cross_entropy
 from thawkit.schedule import FineTuneLR
 
@@ -279,7 +280,9 @@ class FineTuneModule(L.LightningModule):
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+        loss = self._step(batch, "train")
+        check_loss(self, loss, batch_idx)  # a NaN loss stops the run before backward
+        return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "val")

@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 
 from thawkit.diagnosis import assess
+from thawkit.lifecycle import run_status
 from thawkit.module import FineTuneModule
 from thawkit.plots import write_run_plots
 from thawkit.unfreeze import UnfreezeSchedule
@@ -65,6 +66,13 @@ class RunSummary(L.Callback):
         self.train_time = 0.0
         self.images = 0
         self._epoch_start = 0.0
+        # completed | interrupted | failed (with `error`), as in thawkit.lifecycle.run_status.
+        self.status = "completed"
+        self.error: str | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A run resumed mid-epoch starts timing here (no on_train_epoch_start for that epoch).
+        self._epoch_start = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
@@ -102,6 +110,12 @@ class RunSummary(L.Callback):
         if schedule is not None:
             self.unfreeze_events = [dict(e) for e in schedule.events]
         self.history.append(row)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: FineTuneModule, exception: BaseException
+    ) -> None:
+        self.status, self.error = run_status(exception)
+        self.write(trainer, pl_module)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: FineTuneModule) -> None:
         if trainer.is_global_zero and self.history:
@@ -146,6 +160,8 @@ class RunSummary(L.Callback):
             except ValueError:
                 pass
         return {
+            "status": self.status,
+            "error": self.error,
             "strategy": self.strategy,
             "backbone": hp.backbone,
             "weights": str(hp.weights),

@@ -1,41 +1,56 @@
 """The training entry: one config group, one object; compose them and fit.
 
-`train.py` at the project root is the Hydra entry point and calls `main`.
+`train.py` at the project root is the Hydra entry point and calls `main`. The run's lifecycle:
+validate the config (`thawkit.validate`) before any data is read; resolve a resume and guard
+the run dir (`thawkit.rundir`); fit with the guarantees of `thawkit.lifecycle` (graceful
+Ctrl-C/SIGTERM, divergence stop, atomic checkpoints) and `thawkit.seeding` (exact resume).
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
+from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from thawkit.backbone import resolve_preprocessing
 from thawkit.data import ImageFolderDataModule
+from thawkit.lifecycle import AtomicCheckpointIO, RunGuard
 from thawkit.module import FineTuneModule
+from thawkit.rundir import check_checkpoint_fits, prepare_run_dir, resumed_config
+from thawkit.seeding import StepSeeds, resolve_seed
 from thawkit.summary import RunSummary
+from thawkit.validate import validate
 
 log = logging.getLogger(__name__)
 
 
 def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Trainer]:
     """Instantiate data, model, callbacks, logger and trainer from a composed config."""
+    validate(cfg)  # every config error, before any data is read
+    seed = resolve_seed(cfg.get("seed"))
     if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
+        L.seed_everything(seed, workers=True)
     preprocessing = resolve_preprocessing(cfg.model.backbone)
     datamodule: ImageFolderDataModule = instantiate(cfg.data, preprocessing=preprocessing)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    reset_head = bool(model_cfg.pop("reset_head", False))
     model: FineTuneModule = instantiate(
-        cfg.model,
+        model_cfg,
         num_classes=datamodule.num_classes,
         class_names=datamodule.class_names,
         class_weights=datamodule.class_weights,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler),
     )
+    init_head_from_checkpoint(model, str(cfg.model.weights), reset_head)
     summary = RunSummary(
         output_dir=cfg.paths.output_dir,
         strategy=cfg.strategy.name,
@@ -49,23 +64,83 @@ def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Tra
         },
     )
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-    callbacks += [instantiate(cfg.strategy), summary]
+    callbacks += [
+        instantiate(cfg.strategy),
+        summary,
+        RunGuard(cfg.paths.output_dir),
+        StepSeeds(seed),
+    ]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    plugins = list(instantiate(cfg.trainer.get("plugins")) or [])
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())  # a checkpoint on disk is whole or absent
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=logger, plugins=plugins
+    )
     return datamodule, model, trainer
 
 
+def init_head_from_checkpoint(model: FineTuneModule, weights: str, reset_head: bool) -> None:
+    """Fine-tuning again from a thawkit checkpoint (`model.weights=<run>/checkpoints/best.ckpt`).
+
+    The backbone comes from the checkpoint (thawkit.weights); the head too when the checkpoint
+    was trained on the same classes. On other classes this is an error, unless
+    `model.reset_head=true`: then the head starts fresh, with a warning.
+    """
+    path = Path(weights).expanduser()
+    if path.suffix != ".ckpt" or not path.is_file():
+        return
+    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    hp = ckpt.get("hyper_parameters", {})
+    head = {
+        k[len("head.") :]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("head.")
+    }
+    names, mine = list(hp.get("class_names") or []), list(model.hparams.class_names)
+    if names == mine and head:
+        model.head.load_state_dict(head)
+        log.info("Fine-tuning %s again: backbone and head from the checkpoint", path)
+        return
+    what = (
+        f"{path} was trained on {len(names)} classes {names[:10]}; "
+        f"the data has {len(mine)} {mine[:10]}"
+    )
+    if not reset_head:
+        raise ValueError(
+            f"{what}. Its head cannot predict these classes: set model.reset_head=true to start "
+            "a new head on the checkpoint's backbone."
+        )
+    log.warning("%s: model.reset_head=true, so the head starts fresh (backbone kept).", what)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit (and test when there is a test split); returns the final metrics."""
+    """Fit (and test when there is a test split); returns the final metrics.
+
+    Raises:
+        thawkit.lifecycle.RunInterrupted: on Ctrl-C/SIGTERM, after saving last.ckpt.
+        thawkit.lifecycle.NonFiniteLossError: when the loss diverged (nothing saved after it).
+        thawkit.rundir.RunDirError: nothing to resume, or the run dir holds another run.
+    """
+    validate(cfg)
+    cfg = prepare_run_dir(cfg)
     datamodule, model, trainer = build(cfg)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path:
+        check_checkpoint_fits(
+            ckpt_path, datamodule.num_classes, datamodule.class_names, model.hparams.backbone
+        )
+        log.info("Resuming from %s", ckpt_path)
     if trainer.logger is not None:
         run_keys = [k for k in cfg if k != "hydra"]
         params = OmegaConf.to_container(OmegaConf.masked_copy(cfg, run_keys), resolve=True)
         trainer.logger.log_hyperparams(params)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if datamodule.has_test() and not trainer.fast_dev_run:
-        ckpt = "best" if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path else None
+        ckpt = (
+            "best"
+            if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
+            else None
+        )
         for results in trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False):
             metrics.update(results)
     return metrics
@@ -73,8 +148,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def main(cfg: DictConfig) -> float | None:
     """Run one training job; return the optimised metric for Hydra sweepers."""
+    cfg = resumed_config(cfg)  # python train.py resume=DIR: the run's own config
     metrics = train(cfg)
     name = cfg.get("optimized_metric")
     if name and name not in metrics:
-        raise KeyError(f"optimized_metric={name!r} was not logged; logged metrics: {sorted(metrics)}")
+        raise KeyError(
+            f"optimized_metric={name!r} was not logged; logged metrics: {sorted(metrics)}"
+        )
     return metrics.get(name) if name else None

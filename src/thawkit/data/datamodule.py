@@ -28,6 +28,16 @@ from thawkit.data.imbalance import (
 )
 from thawkit.data.mixing import BatchMixer
 from thawkit.data.transforms import eval_transform, train_transform
+from thawkit.seeding import (
+    MIX,
+    SeededEpochSampler,
+    SeededSamples,
+    batch_position,
+    batches_done_in_epoch,
+    derive_seed,
+    resolve_seed,
+    seeded,
+)
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +203,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.seed = seed
+        self._seed = resolve_seed(seed)  # seed=None: one random seed for the whole run
         self.on_bad_image = on_bad_image
         self.check_images = check_images
         self.augment = dict(augment or {"name": "basic"})
@@ -318,12 +329,20 @@ class ImageFolderDataModule(L.LightningDataModule):
         dataset = ImageDataset(self.splits[split], transform)
         trainer = self.trainer
         sampler = None
+        epoch = trainer.current_epoch if trainer is not None else 0
         if train and self.imbalance["mode"] in ("sampler", "both"):
             labels = [y for _, y in self.splits[split]]
             counts = class_counts(labels, self.num_classes)
             weights = sample_weights(labels, counts, self.imbalance["sampler_weighting"])
-            epoch = trainer.current_epoch if trainer is not None else 0
-            sampler = SeededWeightedSampler(weights, len(labels), seed=self.seed, epoch=epoch)
+            sampler = SeededWeightedSampler(weights, len(labels), seed=self._seed, epoch=epoch)
+        if train:
+            # Order and augmentation keyed by (seed, epoch, position): a resumed run continues
+            # the epoch exactly, whatever the worker count (thawkit.seeding).
+            def skip() -> int:
+                return batches_done_in_epoch(trainer) * self.batch_size
+
+            sampler = SeededEpochSampler(len(dataset), self._seed, epoch, sampler, skip)
+            dataset = SeededSamples(dataset)
         # A training batch of one sample has no batch statistics (BatchNorm fails on it): drop
         # a last batch of one. Under DDP each rank gets ceil(n / world_size) samples.
         world = trainer.world_size if trainer is not None else 1
@@ -332,7 +351,6 @@ class ImageFolderDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train and sampler is None,
             sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
@@ -364,4 +382,5 @@ class ImageFolderDataModule(L.LightningDataModule):
             return batch
         if not self.mixer.active(trainer.current_epoch, trainer.max_epochs):
             return batch
-        return self.mixer(*batch)
+        with seeded(derive_seed(self._seed, MIX, *batch_position(trainer))):
+            return self.mixer(*batch)
