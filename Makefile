@@ -24,12 +24,12 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "" $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests train.py
-	$(BIN)/ruff format --check src tests train.py
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests train.py
-	$(BIN)/ruff check --fix src tests train.py
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 clean:
 	rm -rf outputs multirun .pytest_cache
