@@ -12,7 +12,9 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from thawkit import job
 from thawkit.backbone import resolve_preprocessing
+from thawkit.ddp import check_strategy
 from thawkit.data import ImageFolderDataModule
 from thawkit.module import FineTuneModule
 from thawkit.summary import RunSummary
@@ -52,6 +54,7 @@ def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Tra
     callbacks += [instantiate(cfg.strategy), summary]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    check_strategy(trainer.strategy)  # plain DDP would desynchronise groups unfrozen later
     return datamodule, model, trainer
 
 
@@ -64,6 +67,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.logger.log_hyperparams(params)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    # The best value of the monitored metric (what the kept checkpoint scored), for sweepers.
+    ckpt_cb = trainer.checkpoint_callback
+    if ckpt_cb is not None and ckpt_cb.best_model_score is not None:
+        metrics[f"{ckpt_cb.monitor}_best"] = float(ckpt_cb.best_model_score)
     if datamodule.has_test() and not trainer.fast_dev_run:
         ckpt = "best" if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path else None
         for results in trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False):
@@ -72,9 +79,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def main(cfg: DictConfig) -> float | None:
-    """Run one training job; return the optimised metric for Hydra sweepers."""
-    metrics = train(cfg)
-    name = cfg.get("optimized_metric")
-    if name and name not in metrics:
-        raise KeyError(f"optimized_metric={name!r} was not logged; logged metrics: {sorted(metrics)}")
-    return metrics.get(name) if name else None
+    """Run one training job; return the optimised metric (its best value) for Hydra sweepers.
+
+    `thawkit.job.run` records how the job ended (`result.json`), keeps a multirun going past a
+    failed job, and moves a multirun job that uses DDP into its own process.
+    """
+    return job.run(cfg, train)
