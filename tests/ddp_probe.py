@@ -23,7 +23,9 @@ class DDPProbe(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         self.start = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int
+    ) -> None:
         pre = pl_module.backbone.preprocessing
         red = (batch[0][:, 0].mean(dim=(1, 2)) * pre.std[0] + pre.mean[0]) * 255
         self.seen.setdefault(trainer.current_epoch, []).extend(red.round().int().tolist())

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from train_cli import TINY, check, run_train
 
 from thawkit.backbone import resolve_preprocessing
 from thawkit.data import ImageFolderDataModule
+from train_cli import TINY, check, run_train
 
 COUNTS = (16, 8)  # imbalanced, and 24 = 2 ranks x 3 batches of 4: no padding in the shards
 EPOCHS = 3
@@ -45,9 +45,15 @@ def index_images(root: Path) -> Path:
 def one_draw(root: Path, epoch: int) -> Counter:
     """The single-process draw of the weighted sampler in `epoch`, as image indices."""
     dm = ImageFolderDataModule(
-        str(root), preprocessing=resolve_preprocessing("test_efficientnet"), image_size=32,
-        batch_size=4, num_workers=0, seed=0, imbalance={"mode": "sampler"}, augment={"name": "none"},
-    )  # fmt: skip
+        str(root),
+        preprocessing=resolve_preprocessing("test_efficientnet"),
+        image_size=32,
+        batch_size=4,
+        num_workers=0,
+        seed=0,
+        imbalance={"mode": "sampler"},
+        augment={"name": "none"},
+    )
     dm.setup("fit")
     sampler = dm.train_dataloader().sampler
     sampler.set_epoch(epoch)
@@ -57,12 +63,22 @@ def one_draw(root: Path, epoch: int) -> Counter:
 def test_two_process_gradual_with_sampler(tmp_path: Path) -> None:
     images = index_images(tmp_path / "images")
     probe, run_dir = tmp_path / "probe", tmp_path / "run"
-    check(run_train(
-        *TINY, "trainer=ddp_cpu", "strategy=gradual", "imbalance=sampler", "augment=none",
-        f"data.root={images}", "data.batch_size=4", f"trainer.max_epochs={EPOCHS}",
-        "callbacks.early_stopping=null", "+callbacks.probe._target_=ddp_probe.DDPProbe",
-        f"+callbacks.probe.out_dir={probe}", f"hydra.run.dir={run_dir}",
-    ))  # fmt: skip
+    check(
+        run_train(
+            *TINY,
+            "trainer=ddp_cpu",
+            "strategy=gradual",
+            "imbalance=sampler",
+            "augment=none",
+            f"data.root={images}",
+            "data.batch_size=4",
+            f"trainer.max_epochs={EPOCHS}",
+            "callbacks.early_stopping=null",
+            "+callbacks.probe._target_=ddp_probe.DDPProbe",
+            f"+callbacks.probe.out_dir={probe}",
+            f"hydra.run.dir={run_dir}",
+        )
+    )
     ranks = [torch.load(probe / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert ranks[0]["strategy"] == "FreezeAwareDDPStrategy"
@@ -106,6 +122,8 @@ def test_two_process_gradual_with_sampler(tmp_path: Path) -> None:
 def test_plain_ddp_is_refused(make_cfg) -> None:
     from thawkit.train import build
 
-    cfg = make_cfg("trainer=ddp_cpu", "trainer.strategy._target_=lightning.pytorch.strategies.DDPStrategy")
+    cfg = make_cfg(
+        "trainer=ddp_cpu", "trainer.strategy._target_=lightning.pytorch.strategies.DDPStrategy"
+    )
     with pytest.raises(ValueError, match="trainer=ddp_cpu"):
         build(cfg)

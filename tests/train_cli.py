@@ -34,11 +34,18 @@ def run_train(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env["HYDRA_FULL_ERROR"] = "1"
     return subprocess.run(
         [sys.executable, str(REPO / "train.py"), *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def check(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     """Fail with the tail of the output when the command failed."""
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+    assert done.returncode == 0, (
+        f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+    )
     return done

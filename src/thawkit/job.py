@@ -95,13 +95,17 @@ def child_command(hydra_cfg: DictConfig) -> list[str]:
         raise RuntimeError("DDP in a multirun needs the primary config in a folder (--config-path)")
     output_dir = hydra_cfg.runtime.output_dir
     return [
-        sys.executable, "-m", "thawkit.job",
+        sys.executable,
+        "-m",
+        "thawkit.job",
         f"--config-path={sources[0].path}",
         f"--config-name={hydra_cfg.job.config_name}",
         *hydra_cfg.overrides.task,
         # The job dir already holds .hydra/ of this job: the child writes only its log there.
-        f'hydra.run.dir="{output_dir}"', "hydra.output_subdir=null", "hydra.mode=RUN",
-    ]  # fmt: skip
+        f'hydra.run.dir="{output_dir}"',
+        "hydra.output_subdir=null",
+        "hydra.mode=RUN",
+    ]
 
 
 def run_in_own_process(cfg: DictConfig) -> float | None:
@@ -137,19 +141,30 @@ def run(cfg: DictConfig, train: Callable[[DictConfig], dict[str, float]]) -> flo
             return run_in_own_process(cfg)  # the child wrote result.json
         metrics = train(cfg)
         if name and name not in metrics:
-            raise KeyError(f"optimized_metric={name!r} was not logged; logged metrics: {sorted(metrics)}")
+            raise KeyError(
+                f"optimized_metric={name!r} was not logged; logged metrics: {sorted(metrics)}"
+            )
     except Exception as e:
         if not is_multirun():
             raise
         log.exception("This job failed; the sweep goes on (recorded in %s)", RESULT_FILE)
         error = "".join(traceback.format_exception_only(type(e), e)).strip()
         wall = round(time.perf_counter() - started, 3)
-        write_result(output_dir, status="failed", value=None, error=error, wall_time_s=wall, **outcome)
+        write_result(
+            output_dir, status="failed", value=None, error=error, wall_time_s=wall, **outcome
+        )
         return float("nan")
     value = metrics.get(f"{name}_best", metrics.get(name)) if name else None
     if rank_zero_only.rank == 0:  # under DDP, one record per job
         wall = round(time.perf_counter() - started, 3)
-        write_result(output_dir, status="completed", value=value, metrics=metrics, wall_time_s=wall, **outcome)
+        write_result(
+            output_dir,
+            status="completed",
+            value=value,
+            metrics=metrics,
+            wall_time_s=wall,
+            **outcome,
+        )
     return value
 
 

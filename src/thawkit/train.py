@@ -14,8 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from thawkit import job
 from thawkit.backbone import resolve_preprocessing
-from thawkit.ddp import check_strategy
 from thawkit.data import ImageFolderDataModule
+from thawkit.ddp import check_strategy
 from thawkit.module import FineTuneModule
 from thawkit.summary import RunSummary
 
