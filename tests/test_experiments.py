@@ -161,7 +161,7 @@ def test_trainer_and_launcher_configs() -> None:
 def test_sweep_job_dirs_are_named_by_their_overrides() -> None:
     hydra_cfg = compose_cfg().hydra
     subdir = OmegaConf.to_container(hydra_cfg.sweep)["subdir"]  # unresolved: no job yet
-    assert subdir == "${hydra.job.num}_${hydra.job.override_dirname}"
+    assert subdir == "${hydra.job.num}_${thawkit_job_dirname:${hydra.job.override_dirname}}"
     excluded = hydra_cfg.job.config.override_dirname.exclude_keys
     assert {"experiment", "data.root"} <= set(excluded) and "strategy" not in excluded
     assert hydra_cfg.callbacks.sweep_report._target_ == "thawkit.sweep_callback.SweepReportCallback"

@@ -49,3 +49,29 @@ def check(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
         f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
     )
     return done
+
+
+def run_train_here(*args: str, monkeypatch) -> int:
+    """`python train.py *args` inside this process (no interpreter start-up); returns the exit code.
+
+    Worker processes of a launcher (joblib, submitit) import thawkit, so src/ goes on their
+    PYTHONPATH. Hydra's global state is cleared afterwards.
+    """
+    import runpy
+
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    paths = [str(REPO / "src"), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
+    monkeypatch.setattr(sys, "argv", [str(REPO / "train.py"), *args])
+    GlobalHydra.instance().clear()
+    try:
+        runpy.run_path(str(REPO / "train.py"), run_name="__main__")
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = None  # no later test may think it runs in a sweep
+    return code

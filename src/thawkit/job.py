@@ -38,11 +38,37 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
+# One path component must stay under 255 bytes: the job number and its overrides, shortened.
+DIRNAME_LIMIT = 200
+
+
+def job_dirname(overrides: str, limit: int = DIRNAME_LIMIT) -> str:
+    """A multirun job's dir name from Hydra's `override_dirname` (`k=v,k=v`).
+
+    Floats with many digits (Optuna draws) keep 4 significant digits, slashes become `-`
+    (no nested folders), and the name is cut at `limit` characters. The job number in front
+    keeps names unique; `.hydra/overrides.yaml` in the dir keeps the exact values.
+    """
+    items = []
+    for item in overrides.split(","):
+        key, sep, value = item.partition("=")
+        if sep and "." in value and len(value) > 8:
+            try:
+                value = f"{float(value):.4g}"
+            except ValueError:
+                pass
+        items.append(f"{key}{sep}{value}")
+    return ",".join(items).replace("/", "-")[:limit]
+
+
+# Used by hydra.sweep.subdir (conf/hydra/default.yaml). Registered on import: every process that
+# names a job dir (the sweep's, a joblib or submitit worker) imports thawkit.train first.
+OmegaConf.register_new_resolver("thawkit_job_dirname", job_dirname, replace=True)
 
 
 def is_multirun() -> bool:

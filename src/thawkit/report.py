@@ -258,10 +258,11 @@ def markdown(
     if completed:
         pick = max if mode == "max" else min
         best = pick(completed, key=lambda r: r["value"])
+        swept = ", ".join(f"{k}={best['factors'].get(k)}" for k in swept_factors(rows))
         lines += [
             "",
-            f"Best run: `{best['job']}` with {metric} = {best['value']:.4f} "
-            f"({best['overrides'] or 'no overrides'}).",
+            f"Best run: {metric} = {best['value']:.4f} ({swept or 'the only run'}), "
+            f"in `{best['job']}`.",
         ]
     if optuna:
         lines += ["", f"Optuna best trial: {metric} = {optuna.get('best_value')} with"]
@@ -288,21 +289,30 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # One marker per strategy; when all runs share one, per the first other swept factor.
+    factors = [k for k in swept_factors(rows) if k != "seed"]
+    by = "strategy"
+    if len({r["strategy"] for r in points}) == 1 and factors:
+        by = factors[0]
+
+    def label(r: dict[str, Any]) -> str:
+        return str(r["strategy"] if by == "strategy" else r["factors"].get(by))
+
     markers = "osD^vP*Xhp<>"
-    strategies = list(dict.fromkeys(str(r["strategy"]) for r in points))
+    labels = list(dict.fromkeys(label(r) for r in points))
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, strategy in enumerate(strategies):
-        mine = [r for r in points if str(r["strategy"]) == strategy]
+    for i, name in enumerate(labels):
+        mine = [r for r in points if label(r) == name]
         ax.scatter(
             [r["train_time_s"] for r in mine], [r["value"] for r in mine],
-            marker=markers[i % len(markers)], s=60, label=strategy, alpha=0.8,
+            marker=markers[i % len(markers)], s=60, label=name, alpha=0.8,
         )  # fmt: skip
     ax.set_xlabel("training time (s)")
     ax.set_ylabel(points[0]["metric"])
     n_failed = sum(r["status"] != "completed" for r in rows)
     ax.set_title(title + (f" ({n_failed} failed runs not shown)" if n_failed else ""))
     ax.grid(alpha=0.3)
-    ax.legend(title="strategy", fontsize="small")
+    ax.legend(title=by, fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

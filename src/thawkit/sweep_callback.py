@@ -22,11 +22,13 @@ class SweepReportCallback(Callback):
     """Refuses a used sweep dir, records jobs that raised, writes the sweep report at the end."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # A second sweep in the same dir would number its jobs from 0 again and overwrite.
+        # A second sweep in the same dir would number its jobs from 0 again and overwrite them.
         sweep_dir = Path(config.hydra.sweep.dir)
         if sweep_dir.is_dir() and any(sweep_dir.iterdir()):
-            raise FileExistsError(
-                f"hydra.sweep.dir={sweep_dir} already holds a sweep; its runs would be "
+            # SystemExit, not an exception: Hydra turns exceptions raised in callbacks into
+            # warnings and would start the sweep anyway.
+            raise SystemExit(
+                f"Error: hydra.sweep.dir={sweep_dir} already holds a sweep, whose runs would be "
                 "overwritten. Pick a new hydra.sweep.dir (the default is timestamped)."
             )
 
