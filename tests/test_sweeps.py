@@ -24,7 +24,8 @@ def images(tmp_path: Path) -> Path:
 
 
 def sweep_args(sweep: Path, images: Path, *args: str) -> list[str]:
-    return ["-m", *args, *TINY, f"data.root={images}", f"hydra.sweep.dir={sweep}"]
+    # The sweep's own arguments last: they win over the tiny defaults.
+    return ["-m", *TINY, f"data.root={images}", f"hydra.sweep.dir={sweep}", *args]
 
 
 def job_dirs(sweep: Path) -> list[Path]:
@@ -53,7 +54,7 @@ def test_tiny_multirun_reports_one_row_per_job(tmp_path: Path, images: Path, mon
     assert [j.name.split("_", 1)[0] for j in jobs] == ["0", "1", "2"]
     for job, strategy in zip(jobs, strategies, strict=True):
         assert f"strategy={strategy}" in job.name and "data.root" not in job.name
-        assert OmegaConf.load(job / ".hydra/overrides.yaml")[0] == f"strategy={strategy}"
+        assert f"strategy={strategy}" in OmegaConf.load(job / ".hydra/overrides.yaml")
         assert json.loads((job / "summary.json").read_text())["strategy"] == strategy
         assert result(job)["status"] == "completed"
 
@@ -138,7 +139,7 @@ def test_optuna_runs_three_trials_and_reports_the_best(
     args = sweep_args(
         sweep, images, "hparams_search=optuna", "hydra.sweeper.n_trials=3", "trainer.max_epochs=1"
     )
-    assert run_train_here(*args[1:], monkeypatch=monkeypatch) == 0  # multirun without -m
+    assert run_train_here(*args[1:], monkeypatch=monkeypatch) == 0  # a multirun without -m
 
     jobs = job_dirs(sweep)
     assert len(jobs) == 3
