@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import tiny_cfg
 from thawkit.backbone import resolve_preprocessing
 from thawkit.data import ImageFolderDataModule
 from train_cli import TINY, check, run_train
@@ -127,3 +128,40 @@ def test_plain_ddp_is_refused(make_cfg) -> None:
     )
     with pytest.raises(ValueError, match="trainer=ddp_cpu"):
         build(cfg)
+
+
+def test_only_multirun_ddp_jobs_move_into_their_own_process(tmp_path: Path) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict, read_write
+
+    from thawkit import job
+
+    def configure(*overrides: str):
+        cfg = tiny_cfg(tmp_path, overrides)
+        with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
+            cfg.hydra.runtime.output_dir = str(tmp_path / "job")
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+    try:
+        assert not job.needs_own_process(configure("trainer=ddp_cpu"))  # a single run
+        assert job.needs_own_process(configure("trainer=ddp_cpu", "hydra.mode=MULTIRUN"))
+        assert not job.needs_own_process(configure("trainer=cpu", "hydra.mode=MULTIRUN"))
+        assert not job.needs_own_process(
+            configure("trainer=ddp_cpu", "trainer.devices=1", "hydra.mode=MULTIRUN")
+        )
+
+        cfg = configure("trainer=ddp_cpu", "strategy=gradual", "hydra.mode=MULTIRUN")
+        command = job.child_command(HydraConfig.get())
+        assert command[1:3] == ["-m", "thawkit.job"]
+        assert command[3] == f"--config-path={Path(job.__file__).parents[2] / 'conf'}"
+        assert command[4] == "--config-name=train"
+        assert command[5:7] == ["trainer=ddp_cpu", "strategy=gradual"]  # the job's own overrides
+        assert command[7:] == [
+            f'hydra.run.dir="{tmp_path / "job"}"',
+            "hydra.output_subdir=null",
+            "hydra.mode=RUN",
+        ]
+        assert cfg.trainer.devices == 2
+    finally:
+        HydraConfig.instance().cfg = None
