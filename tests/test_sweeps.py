@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import joblib
@@ -114,6 +115,37 @@ def test_joblib_runs_two_jobs_in_parallel_workers(
     assert threads == {max(1, joblib.cpu_count() // 2)}
 
 
+def test_slurm_launcher_writes_the_sbatch_script(tmp_path: Path, images: Path, monkeypatch) -> None:
+    """hydra/launcher=slurm with trainer=ddp: one task per GPU. Submission is intercepted."""
+    from submitit.slurm.slurm import SlurmExecutor
+
+    scripts = []
+
+    def submit(self, command: str):
+        scripts.append(self._make_submission_file_text(command, "uid"))
+        raise RuntimeError("submission intercepted by the test")
+
+    monkeypatch.setattr(SlurmExecutor, "_submit_command", submit)
+    fake_srun = tmp_path / "bin" / "srun"  # submitit looks for it; never run
+    fake_srun.parent.mkdir()
+    fake_srun.write_text("#!/bin/sh\nexit 1\n")
+    fake_srun.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_srun.parent}{os.pathsep}{os.environ['PATH']}")
+    args = sweep_args(
+        tmp_path / "sweep", images, "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+        "trainer=ddp", "trainer.devices=4", "strategy=feature_extraction,full",
+    )  # fmt: skip
+    assert run_train_here(*args, monkeypatch=monkeypatch) != 0
+    (script,) = scripts
+    for line in (
+        "#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=4", "#SBATCH --ntasks-per-node=4",
+        "#SBATCH --nodes=1", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32GB",
+        "#SBATCH --time=240", "#SBATCH --array=0-1%2",
+    ):  # fmt: skip
+        assert line in script.splitlines(), (line, script)
+
+
+@pytest.mark.slow  # two fresh interpreters; the same submitit path as the SLURM test above
 def test_submitit_local_runs_two_jobs(tmp_path: Path, images: Path, monkeypatch) -> None:
     sweep = tmp_path / "sweep"
     args = sweep_args(

@@ -87,31 +87,24 @@ def _parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
 
 def read_run(run: Path, root: Path) -> dict[str, Any]:
     """One report row from a run folder's records."""
+    hydra_dir = run / ".hydra"
     overrides = []
-    if (run / ".hydra" / "overrides.yaml").is_file():
-        overrides = [str(o) for o in OmegaConf.load(run / ".hydra" / "overrides.yaml")]
+    if (hydra_dir / "overrides.yaml").is_file():
+        overrides = [str(o) for o in OmegaConf.load(hydra_dir / "overrides.yaml")]
     config = (
-        OmegaConf.load(run / ".hydra" / "config.yaml")
-        if (run / ".hydra/config.yaml").is_file()
-        else None
+        OmegaConf.load(hydra_dir / "config.yaml") if (hydra_dir / "config.yaml").is_file() else None
     )
+
+    def from_config(key: str) -> Any:
+        return OmegaConf.select(config, key, default=None) if config is not None else None
+
     summary = _load_json(run / SUMMARY_FILE) or {}
     result = _load_json(run / RESULT_FILE) or {}
-    metric = (
-        result.get("optimized_metric")
-        or (config.get("optimized_metric") if config else None)
-        or "val/acc"
-    )
-    mode = result.get("mode") or (
-        OmegaConf.select(config, "callbacks.model_checkpoint.mode", default=None)
-        if config
-        else None
-    )
+    metric = result.get("optimized_metric") or from_config("optimized_metric") or "val/acc"
+    mode = result.get("mode") or from_config("callbacks.model_checkpoint.mode")
     mode = mode or ("min" if "loss" in metric else "max")
-    if result:
-        status = result.get("status", "completed")
-    else:
-        status = "completed" if summary else "failed"
+    # No result.json: a run from before thawkit.job, or one that was killed.
+    status = result.get("status", "completed") if result else ("completed" if summary else "failed")
     best = summary.get("best", {})
     value = result.get("value") if result else None
     if value is None and status == "completed":
@@ -121,11 +114,9 @@ def read_run(run: Path, root: Path) -> dict[str, Any]:
         "status": status,
         "overrides": " ".join(overrides),
         "factors": _parse_overrides(overrides),
-        "strategy": summary.get("strategy")
-        or (OmegaConf.select(config, "strategy.name", default=None) if config else None),
-        "backbone": summary.get("backbone")
-        or (OmegaConf.select(config, "model.backbone", default=None) if config else None),
-        "seed": summary.get("seed", config.get("seed") if config else None),
+        "strategy": summary.get("strategy") or from_config("strategy.name"),
+        "backbone": summary.get("backbone") or from_config("model.backbone"),
+        "seed": summary.get("seed", from_config("seed")),
         "metric": metric,
         "mode": mode,
         "value": value,
