@@ -206,3 +206,20 @@ def test_multirun_of_ddp_jobs(tmp_path: Path, images: Path, monkeypatch) -> None
         assert result(job)["status"] == "completed"
         assert OmegaConf.load(job / ".hydra/config.yaml").trainer.devices == 2
     assert [r["status"] for r in report_rows(sweep)] == ["completed", "completed"]
+
+
+def test_a_job_that_raised_past_train_is_recorded_as_failed(tmp_path: Path) -> None:
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from thawkit.sweep_callback import SweepReportCallback
+
+    config = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(tmp_path / "0_job")}}})
+    failed = JobReturn(status=JobStatus.FAILED, _return_value=MemoryError("out of memory"))
+    SweepReportCallback().on_job_end(config, failed)
+    record = result(tmp_path / "0_job")
+    assert (record["status"], record["value"]) == ("failed", None)
+    assert record["error"] == "MemoryError: out of memory"
+    # A record the job wrote itself is kept.
+    (tmp_path / "0_job" / "result.json").write_text('{"status": "completed"}')
+    SweepReportCallback().on_job_end(config, failed)
+    assert result(tmp_path / "0_job") == {"status": "completed"}
