@@ -273,9 +273,13 @@ class FineTuneModule(L.LightningModule):
         if stage in self.confusion_metrics:
             self.confusion_metrics[stage].update(logits.detach(), hard)
         on_step = stage == "train"
+        # sync_dist: under DDP every rank must see the same val/loss, or early stopping, the
+        # plateau scheduler and plateau unfreezing decide differently per rank (torchmetrics
+        # objects below synchronise themselves). A no-op on one device.
         self.log(
-            f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(x)
-        )
+            f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
+            batch_size=len(x), sync_dist=True,
+        )  # fmt: skip
         self.log_dict(metrics[stage], on_step=False, on_epoch=True, prog_bar=stage != "train")
         return loss
 
@@ -294,12 +298,8 @@ class FineTuneModule(L.LightningModule):
         self.log_dict(self.group_lrs(prefix="lr/"), on_step=True, on_epoch=False)
 
     def on_train_epoch_start(self) -> None:
-        self.log(
-            "trainable_params",
-            float(self.count_params(trainable=True)),
-            on_step=False,
-            on_epoch=True,
-        )
+        n = float(self.count_params(trainable=True))
+        self.log("trainable_params", n, on_step=False, on_epoch=True, sync_dist=True)
 
     def _store_confusion(self, stage: str) -> None:
         metric = self.confusion_metrics[stage]

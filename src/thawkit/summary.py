@@ -78,7 +78,8 @@ class RunSummary(L.Callback):
         self._epoch_start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.images += len(batch[0])
+        # Under DDP each rank sees its shard: count the images of all ranks (throughput).
+        self.images += len(batch[0]) * trainer.world_size
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: FineTuneModule) -> None:
         if trainer.sanity_checking:

@@ -18,8 +18,10 @@ from hydra.utils import instantiate
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
+from thawkit import job
 from thawkit.backbone import resolve_preprocessing
 from thawkit.data import ImageFolderDataModule
+from thawkit.ddp import check_strategy
 from thawkit.lifecycle import AtomicCheckpointIO, RunGuard
 from thawkit.module import FineTuneModule
 from thawkit.rundir import check_checkpoint_fits, prepare_run_dir, resumed_config
@@ -77,6 +79,7 @@ def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Tra
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=logger, plugins=plugins
     )
+    check_strategy(trainer.strategy)  # plain DDP would desynchronise groups unfrozen later
     return datamodule, model, trainer
 
 
@@ -135,6 +138,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.logger.log_hyperparams(params)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    # The best value of the monitored metric (what the kept checkpoint scored), for sweepers.
+    ckpt_cb = trainer.checkpoint_callback
+    if ckpt_cb is not None and ckpt_cb.best_model_score is not None:
+        metrics[f"{ckpt_cb.monitor}_best"] = float(ckpt_cb.best_model_score)
     if datamodule.has_test() and not trainer.fast_dev_run:
         ckpt = (
             "best"
@@ -147,12 +154,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def main(cfg: DictConfig) -> float | None:
-    """Run one training job; return the optimised metric for Hydra sweepers."""
+    """Run one training job; return the optimised metric (its best value) for Hydra sweepers.
+
+    `thawkit.job.run` records how the job ended (`result.json`), keeps a multirun going past a
+    failed job, and moves a multirun job that uses DDP into its own process.
+    """
     cfg = resumed_config(cfg)  # python train.py resume=DIR: the run's own config
-    metrics = train(cfg)
-    name = cfg.get("optimized_metric")
-    if name and name not in metrics:
-        raise KeyError(
-            f"optimized_metric={name!r} was not logged; logged metrics: {sorted(metrics)}"
-        )
-    return metrics.get(name) if name else None
+    return job.run(cfg, train)
