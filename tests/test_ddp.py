@@ -58,7 +58,8 @@ def one_draw(root: Path, epoch: int) -> Counter:
     dm.setup("fit")
     sampler = dm.train_dataloader().sampler
     sampler.set_epoch(epoch)
-    return Counter(int(Path(dm.splits["train"][i][0]).stem) for i in sampler)
+    # The loader's sampler yields (index, augmentation seed) pairs (thawkit.seeding).
+    return Counter(int(Path(dm.splits["train"][i][0]).stem) for i, _ in sampler)
 
 
 def test_two_process_gradual_with_sampler(tmp_path: Path) -> None:
