@@ -58,7 +58,8 @@ def check_strategy_defaults(cfg: DictConfig, strategy: str) -> None:
     if strategy == "scratch":
         assert cfg.model.weights == "none" and cfg.model.lr_decay == 1.0
     elif cfg.model.backbone == "tf_efficientnet_lite0":
-        assert cfg.model.weights == "bundled" and cfg.model.lr_decay == 0.6
+        default = OmegaConf.load(CONF / "model" / "default.yaml").lr_decay
+        assert cfg.model.weights == "bundled" and cfg.model.lr_decay == default
 
 
 def check_compare_strategies(jobs: list[dict[str, str]], compose_one: Callable) -> None:
