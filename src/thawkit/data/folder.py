@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+from rich.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -215,5 +217,16 @@ def find_bad_images(paths: Sequence[str], workers: int | None = None) -> dict[st
     """
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        problems = list(pool.map(image_problem, paths))
+        checked = pool.map(image_problem, paths)
+        # A progress bar only where a person watches and the scan takes noticeable time.
+        show = len(paths) >= 2000 and sys.stderr.isatty()
+        problems = list(
+            track(
+                checked,
+                total=len(paths),
+                description="Checking images",
+                disable=not show,
+                transient=True,
+            )
+        )
     return {p: why for p, why in zip(paths, problems, strict=True) if why}
