@@ -124,9 +124,10 @@ def measure_prefix(size: int, batch: int, steps: int) -> dict:
     blocks = list(m.blocks)
     x = torch.randn(batch, 3, size, size)
     y = torch.randint(0, 2, (batch,))
-    # timm's EfficientNet: stem (conv_stem, bn1), blocks[0..6], conv_head, bn2, pool. The top
-    # two groups are the last block stage and the head conv; everything before is frozen.
-    n_frozen_blocks = len(blocks) - 1
+    # timm's EfficientNet: stem (conv_stem, bn1), blocks[0..6], conv_head, bn2, pool. The frozen
+    # prefix is the stem and the block stages none of whose parameters train.
+    n_frozen_blocks = sum(not any(p.requires_grad for p in b.parameters()) for b in blocks)
+    assert not any(p.requires_grad for b in blocks[:n_frozen_blocks] for p in b.parameters())
 
     def forward(explicit: bool):
         with torch.set_grad_enabled(not explicit):
@@ -154,7 +155,14 @@ def measure_prefix(size: int, batch: int, steps: int) -> dict:
 
         wall, _ = _timed(step, steps)
         key = "explicit_no_grad" if explicit else "autograd_only"
-        out[key] = {"step_ms_per_image": 1000 * wall / batch, "saved_mb": saved[0] / 2**20}
+        trained = sum(p.grad is not None for p in backbone.parameters())
+        out[key] = {
+            "step_ms_per_image": 1000 * wall / batch,
+            "saved_mb": saved[0] / 2**20,
+            "params_with_grad": trained,
+        }
+        for p in backbone.parameters():
+            p.grad = None
     return out
 
 

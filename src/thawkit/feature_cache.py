@@ -193,15 +193,19 @@ class FeatureCache:
         views: augmented views cached per training image when the training transform is random;
             0 = no caching while augmentation is on.
         directory: also keep features on disk here (reused across runs by cache key).
-        batch_size: batch size of the extraction pass (evaluation mode, no gradients).
+        batch_size: batch size of the extraction pass (evaluation mode, no gradients); None =
+            the data module's (larger batches were slower on a 2-core CPU: 10-11 ms/image at 64
+            against 7-8 at 32, EfficientNet-Lite0 at 160 px).
     """
 
-    def __init__(self, views: int = 4, directory: str | None = None, batch_size: int = 64) -> None:
+    def __init__(
+        self, views: int = 1, directory: str | None = None, batch_size: int | None = None
+    ) -> None:
         if views < 0:
             raise ValueError(
                 f"callbacks.speed.feature_views={views} must be >= 0 (0 = off with augmentation)"
             )
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise ValueError(f"feature cache batch_size={batch_size} must be >= 1")
         self.views = views
         self.batch_size = batch_size
@@ -307,6 +311,8 @@ class FeatureCache:
         return cache_key(
             backbone=module.hparams.backbone,
             weights=module.hparams.weights,
+            # Hashed every time (~30 ms for 3.4M parameters): a version-counter shortcut would
+            # miss changes made through `.data`.
             state=module_digest(module.backbone),
             transform=repr(dataset.transform),
             images=images.describe() if images is not None else "decoded from file",
@@ -344,7 +350,7 @@ class FeatureCache:
                 features, labels = extract_features(
                     module.backbone,
                     dataset,
-                    batch_size=max(self.batch_size, getattr(self.datamodule, "batch_size", 1)),
+                    batch_size=self.batch_size or getattr(self.datamodule, "batch_size", 32),
                     device=module.device,
                     num_workers=self._extraction_workers(dataset),
                     forward_context=trainer.precision_plugin.forward_context(),

@@ -6,7 +6,7 @@ only where it won there:
 | option            | default | what it does                                                     |
 |-------------------|---------|------------------------------------------------------------------|
 | feature_cache     | on      | head-only epochs train the head on pooled features computed once |
-| feature_views     | 4       | augmented views cached per image when augmentation is on         |
+| feature_views     | 1       | augmented views cached per image when augmentation is on         |
 | image_cache_mb    | 1024    | decode + resize every image once, keep uint8 pixels in memory    |
 | channels_last     | on      | NHWC memory format for the convolutions (oneDNN / cuDNN)         |
 | compile           | off     | `torch.compile` the backbone                                     |
@@ -55,7 +55,7 @@ class SpeedOptions(L.Callback):
     def __init__(
         self,
         feature_cache: bool = True,
-        feature_views: int = 4,
+        feature_views: int = 1,
         feature_cache_dir: str | None = None,
         image_cache_mb: float = 1024.0,
         image_short_side: int | None = None,
