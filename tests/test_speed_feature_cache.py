@@ -222,3 +222,28 @@ def test_module_refuses_features_while_the_backbone_trains(make_cfg) -> None:
     model.set_trainable_groups(-1)
     with pytest.raises(RuntimeError, match="frozen backbone"):
         model(torch.zeros(2, model.backbone.num_features))
+
+
+@pytest.mark.slow
+def test_real_backbone_on_photos_cached_head_equals_full_forward(tmp_path: Path) -> None:
+    """The bundled EfficientNet-Lite0 (BatchNormAct2d, its own preprocessing) on the hymenoptera
+    photos at 96 px, 2 epochs of feature extraction: cached and full-forward heads agree."""
+    from conftest import tiny_cfg
+    from test_data_e2e import hymenoptera_root
+
+    root = hymenoptera_root()
+    if root is None:
+        pytest.skip("../shared/data/hymenoptera is not there (set THAWKIT_HYMENOPTERA)")
+    common = [
+        "strategy=feature_extraction", "augment=none", "model.backbone=tf_efficientnet_lite0",
+        "model.weights=bundled", "data.image_size=96", "data.batch_size=32", *FAST,
+    ]  # fmt: skip
+    heads = []
+    for on in ("true", "false"):
+        cfg = tiny_cfg(tmp_path / on, [*common, f"callbacks.speed.feature_cache={on}"], root)
+        model, trainer = _fit(cfg)
+        heads.append(model.head.state_dict())
+        if on == "true":
+            assert _extracted(trainer, "train") == [0]
+    for name, a in heads[0].items():
+        assert torch.allclose(a, heads[1][name], atol=1e-5, rtol=0), name
