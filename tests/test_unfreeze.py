@@ -71,6 +71,9 @@ def run(tmp_path_factory: pytest.TempPathFactory):
                 "scheduler.rewarm_epochs=0.5",
                 "data.batch_size=6",
                 f"trainer.max_epochs={epochs}",
+                # The probe watches the backbone's forward in every step; the feature cache
+                # skips it in head-only epochs (tests/test_speed_feature_cache.py covers that).
+                "callbacks.speed.feature_cache=false",
             ]
             if mid_epoch_val:
                 base.append("+trainer.val_check_interval=0.5")

@@ -256,6 +256,18 @@ class FineTuneModule(L.LightningModule):
             return self.backbone(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of images, or of pooled features (B x num_features, 2-D).
+
+        Pooled features come from `thawkit.feature_cache` in head-only epochs; they are only
+        valid while the backbone is frozen (with frozen BatchNorm statistics).
+        """
+        if x.ndim == 2:
+            if not self.backbone_frozen:
+                raise RuntimeError(
+                    "Got pooled features while backbone groups train: cached features are valid "
+                    "only for a frozen backbone. Pass images (B x C x H x W) instead."
+                )
+            return self.head(x)
         return self.head(self.forward_features(x))
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

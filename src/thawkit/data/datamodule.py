@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from thawkit.backbone import Preprocessing, resolve_preprocessing
 from thawkit.data import folder
 from thawkit.data.digits import DEFAULT_ROOT, export_digits
+from thawkit.data.image_cache import ImageCache
 from thawkit.data.imbalance import (
     IMBALANCE_MODES,
     SeededWeightedSampler,
@@ -49,18 +50,22 @@ COUNTS_TAG = "data/class_counts"
 
 
 class ImageDataset(Dataset):
-    """(path, label) samples decoded to RGB and transformed."""
+    """(path, label) samples decoded to RGB (or taken from a decoded-image cache), transformed."""
 
-    def __init__(self, samples: list[folder.Sample], transform: Any) -> None:
+    def __init__(
+        self, samples: list[folder.Sample], transform: Any, images: ImageCache | None = None
+    ) -> None:
         self.samples = samples
         self.transform = transform
+        self.images = images
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[i]
-        return self.transform(folder.load_rgb(path)), label
+        image = self.images.load(path) if self.images is not None else folder.load_rgb(path)
+        return self.transform(image), label
 
 
 def _one_thread_per_worker(_: int) -> None:
@@ -215,6 +220,10 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.skipped_files: dict[str, str] = {}
         self.check_time_s = 0.0
         self.mixer: BatchMixer | None = None
+        # Set by thawkit.speed.SpeedOptions: decoded images held in memory, and the pooled-feature
+        # cache that serves head-only epochs (a `wrap(split, loader)` that picks the source).
+        self.image_cache: ImageCache | None = None
+        self.feature_source: Any = None
         self._ready = False
         self._counts_logged_to: set[int] = set()
 
@@ -326,7 +335,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             transform = train_transform(pre, size, **self.augment)
         else:
             transform = eval_transform(pre, size)
-        dataset = ImageDataset(self.splits[split], transform)
+        dataset = ImageDataset(self.splits[split], transform, self.image_cache)
         trainer = self.trainer
         sampler = None
         epoch = trainer.current_epoch if trainer is not None else 0
@@ -360,10 +369,13 @@ class ImageFolderDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
+        return self._wrap("train", self._loader("train", train=True))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
+        return self._wrap("val", self._loader("val", train=False))
+
+    def _wrap(self, split: str, loader: DataLoader) -> Any:
+        return loader if self.feature_source is None else self.feature_source.wrap(split, loader)
 
     def test_dataloader(self) -> DataLoader:
         if "test" not in self.splits:
