@@ -47,6 +47,8 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, TensorDataset
 from torchvision.transforms import v2 as T
 
+from thawkit.seeding import SeededSamples
+
 log = logging.getLogger(__name__)
 
 # Transforms that map an image to the same output every time; any other transform is random.
@@ -228,10 +230,13 @@ class FeatureCache:
         self._off_reason = None
         self._forward_checked = False
         if trainer.world_size > 1:
-            self._off_reason = (
-                f"{trainer.world_size} processes train (DDP): every epoch runs the backbone"
+            # Not attached at all: Lightning shards only real DataLoaders (DistributedSampler),
+            # so the data module must hand it its own loaders.
+            self._say(
+                f"off, {trainer.world_size} processes train (DDP): every epoch runs the backbone."
             )
-        elif not batchnorm.stats_frozen(module.hparams.bn_policy, False):
+            return
+        if not batchnorm.stats_frozen(module.hparams.bn_policy, False):
             self._off_reason = (
                 f"bn_policy={module.hparams.bn_policy} updates the BatchNorm statistics of frozen "
                 "groups, so the frozen backbone is not a fixed function"
@@ -272,7 +277,7 @@ class FeatureCache:
             self._say(f"off, {self._off_reason}.")
             return None
         dataset = loader.dataset
-        if not hasattr(dataset, "samples") or not hasattr(dataset, "transform"):
+        if getattr(dataset, "samples", None) is None or getattr(dataset, "transform", None) is None:
             self._say(f"off, the {split} dataset has no `samples` and `transform` to key on.")
             return None
         random = is_random(dataset.transform)
@@ -406,6 +411,9 @@ class FeatureCache:
 
 def _loader_like(loader: DataLoader, dataset: TensorDataset) -> DataLoader:
     """A DataLoader over `dataset` that batches exactly as `loader` does (same sampler)."""
+    if isinstance(loader.dataset, SeededSamples):
+        # The training sampler yields (index, seed) pairs; features need no augmentation seed.
+        dataset = SeededSamples(dataset)
     sampler = loader.sampler
     kwargs: dict[str, Any]
     if isinstance(sampler, RandomSampler):

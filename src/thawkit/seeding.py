@@ -136,6 +136,19 @@ class SeededSamples(Dataset):
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
 
+    # What keys and rebuilds the data (the feature cache reads these) is the wrapped dataset's.
+    @property
+    def samples(self) -> Any:
+        return getattr(self.dataset, "samples", None)
+
+    @property
+    def transform(self) -> Any:
+        return getattr(self.dataset, "transform", None)
+
+    @property
+    def images(self) -> Any:
+        return getattr(self.dataset, "images", None)
+
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
