@@ -33,6 +33,10 @@ OPTIONS = {
     "channels_last + bf16": ({}, {"channels_last": True, "bf16": True}),
     "channels_last + torch.compile": ({}, {"channels_last": True, "compile": True}),
     "channels_last, 1 torch thread": ({}, {"channels_last": True, "threads": 1}),
+    "channels_last, GOMP_SPINCOUNT=10000 (thawkit's)": (
+        {"GOMP_SPINCOUNT": "10000"},
+        {"channels_last": True},
+    ),
     "channels_last, OMP_WAIT_POLICY=PASSIVE": (
         {"OMP_WAIT_POLICY": "PASSIVE"},
         {"channels_last": True},
@@ -167,7 +171,10 @@ def measure_prefix(size: int, batch: int, steps: int) -> dict:
 
 
 def run_child(name: str, args: argparse.Namespace) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), **OPTIONS[name][0])
+    # OpenMP settings come only from the option (torch is imported before thawkit in the child,
+    # so thawkit's own default does not apply either).
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    env.update(PYTHONPATH=str(ROOT / "src"), **OPTIONS[name][0])
     cmd = [sys.executable, __file__, "--child", name, "--size", str(args.size),
            "--batch", str(args.batch), "--steps", str(args.steps)]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)

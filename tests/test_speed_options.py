@@ -13,6 +13,9 @@ Tolerances (full fine-tuning of the tiny backbone, 2 epochs, SGD, no augmentatio
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -130,3 +133,14 @@ def test_loader_settings_suit_the_machine(make_cfg, monkeypatch) -> None:
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(1)
+
+
+def test_thawkit_shortens_openmp_spinning_unless_told_otherwise() -> None:
+    code = "import os, thawkit; print(os.environ['GOMP_SPINCOUNT'])"
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")  # this checkout's
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "10000", out.stderr
+    env["GOMP_SPINCOUNT"] = "300000"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "300000", out.stderr
