@@ -39,7 +39,6 @@ VARIANTS = {
         ["--name", "thawkit, caches off", "--overrides", "speed=off"],
     ),
 }
-START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def run_one(variant: str, strategy: str, seed: int, args: argparse.Namespace, tmp: Path) -> dict:
@@ -166,13 +165,16 @@ def verdicts(all_stats: dict[str, dict[str, dict]]) -> list[str]:
     return [*lines, ""]
 
 
-def write_doc(path: Path, body: str) -> None:
-    block = f"{START}\n{body}\n{END}"
-    if path.is_file() and START in path.read_text():
+def write_doc(path: Path, body: str, section: str = "results") -> None:
+    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
+    block = f"{start}\n{body}\n{end}"
+    if path.is_file() and start in path.read_text():
         text = path.read_text()
-        before, _, rest = text.partition(START)
-        _, _, after = rest.partition(END)
+        before, _, rest = text.partition(start)
+        _, _, after = rest.partition(end)
         path.write_text(before + block + after)
+    elif path.is_file():
+        path.write_text(path.read_text().rstrip() + f"\n\n{block}\n")
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"# Benchmarks\n\n{block}\n")
@@ -189,6 +191,9 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks.md"))
     p.add_argument("--json", default=None, help="also write every run's record here")
+    p.add_argument(
+        "--section", default="results", help="the <!-- SECTION:start/end --> block to rewrite"
+    )
     args = p.parse_args()
     if not (Path(args.data) / "train").is_dir():
         sys.exit(f"--data {args.data}: no train/ folder there. Point --data at hymenoptera.")
@@ -227,7 +232,7 @@ def main() -> None:
     body += verdicts(all_stats)
     text = "\n".join(body)
     print("\n" + text)
-    write_doc(Path(args.doc), text)
+    write_doc(Path(args.doc), text, args.section)
     if args.json:
         Path(args.json).write_text(json.dumps(runs, indent=2))
     print(f"Wrote {args.doc}")
