@@ -53,6 +53,7 @@ class Result:
     train_time_s: float = 0.0  # time in training epochs (validation excluded)
     backbone_train_images: int = 0  # images in epochs where backbone groups train
     backbone_train_time_s: float = 0.0
+    backbone_step_time_s: float = 0.0  # the steps alone (forward, backward, update; no loading)
     val_acc: float = 0.0  # after the last epoch
     best_val_acc: float = 0.0
     peak_rss_mb: float = 0.0
@@ -101,8 +102,13 @@ def epoch_timer(result: Result, groups_of_epoch):
         def on_train_epoch_start(self, trainer, pl_module):
             self.t0 = time.perf_counter()
             self.n = 0
+            self.steps_s = 0.0
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.t_step = time.perf_counter()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.steps_s += time.perf_counter() - self.t_step
             self.n += len(batch[1])
 
         def on_validation_start(self, trainer, pl_module):
@@ -119,6 +125,7 @@ def epoch_timer(result: Result, groups_of_epoch):
             if k > 0:
                 result.backbone_train_images += self.n
                 result.backbone_train_time_s += self.train_s
+                result.backbone_step_time_s += self.steps_s
             acc = trainer.callback_metrics.get("val/acc", trainer.callback_metrics.get("val_acc"))
             result.history.append({
                 "epoch": trainer.current_epoch, "trainable_groups": k,

@@ -80,8 +80,9 @@ def main() -> None:
         for phase in ("train", "val"):
             t0 = time.perf_counter()
             model.train() if phase == "train" else model.eval()
-            running_corrects, n = 0, 0
+            running_corrects, n, steps_s = 0, 0, 0.0
             for inputs, labels in dataloaders[phase]:
+                t_step = time.perf_counter()
                 optimizer.zero_grad()
                 with torch.set_grad_enabled(phase == "train"):
                     outputs = model(inputs)
@@ -90,6 +91,7 @@ def main() -> None:
                     if phase == "train":
                         loss.backward()
                         optimizer.step()
+                steps_s += time.perf_counter() - t_step
                 running_corrects += int(torch.sum(preds == labels.data))
                 n += inputs.size(0)
             if phase == "train":
@@ -100,6 +102,7 @@ def main() -> None:
                 if k > 0:
                     result.backbone_train_images += n
                     result.backbone_train_time_s += elapsed
+                    result.backbone_step_time_s += steps_s
                 row["train_time_s"] = round(elapsed, 3)
             else:
                 row["val_acc"] = running_corrects / n

@@ -39,7 +39,6 @@ VARIANTS = {
         ["--name", "thawkit, caches off", "--overrides", "speed=off"],
     ),
 }
-START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def run_one(variant: str, strategy: str, seed: int, args: argparse.Namespace, tmp: Path) -> dict:
@@ -82,6 +81,11 @@ def summarise(rows: list[dict]) -> dict:
         )
         if all(bb_time)
         else None,
+        "step_images_per_s": statistics.median(
+            r["backbone_train_images"] / r["backbone_step_time_s"] for r in rows
+        )
+        if all(bb_time)
+        else None,
         "peak_rss_mb": median(rows, "peak_rss_mb"),
         "val_acc": median(rows, "val_acc"),
         "best_val_acc": median(rows, "best_val_acc"),
@@ -99,11 +103,15 @@ def table(strategy: str, stats: dict[str, dict]) -> list[str]:
         f"### {strategy}",
         "",
         "| variant | wall s | x faster | images/s | peak RSS MB | RSS vs ref | val acc "
-        "(runs) | backbone-epoch images/s | CPU s (sys %) |",
+        "(runs) | backbone epochs: images/s (steps only) | CPU s (sys %) |",
         "|---|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for name, s in stats.items():
-        bb = f"{s['backbone_images_per_s']:.1f}" if s["backbone_images_per_s"] else "-"
+        bb = (
+            f"{s['backbone_images_per_s']:.1f} ({s['step_images_per_s']:.1f})"
+            if s["backbone_images_per_s"]
+            else "-"
+        )
         lines.append(
             f"| {name} | {s['wall_s']:.1f} | {ref['wall_s'] / s['wall_s']:.2f} | "
             f"{s['images_per_s']:.1f} | {s['peak_rss_mb']:.0f} | "
@@ -137,13 +145,15 @@ def verdicts(all_stats: dict[str, dict[str, dict]]) -> list[str]:
             f"**{'met' if tk['wall_s'] <= ref['wall_s'] else 'NOT met'}**"
         )
         off = st.get("thawkit, caches off")
-        if off and off["backbone_images_per_s"] and ref["backbone_images_per_s"]:
-            ratio = off["backbone_images_per_s"] / ref["backbone_images_per_s"]
+        if off and off["step_images_per_s"] and ref["step_images_per_s"]:
+            ratio = off["step_images_per_s"] / ref["step_images_per_s"]
+            epochs = off["backbone_images_per_s"] / ref["backbone_images_per_s"]
             lines.append(
-                f"- {strategy}: training throughput with caches off within 5% of the bare loop "
-                f"(epochs where the backbone trains): {off['backbone_images_per_s']:.1f} vs "
-                f"{ref['backbone_images_per_s']:.1f} images/s ({100 * (ratio - 1):+.0f}%): "
-                f"**{'met' if ratio >= 0.95 else 'NOT met'}**"
+                f"- {strategy}: per-step training throughput with caches off within 5% of the "
+                f"bare loop (steps of the epochs where the backbone trains): "
+                f"{off['step_images_per_s']:.1f} vs {ref['step_images_per_s']:.1f} images/s "
+                f"({100 * (ratio - 1):+.0f}%; whole epochs, data loading included: "
+                f"{100 * (epochs - 1):+.0f}%): **{'met' if ratio >= 0.95 else 'NOT met'}**"
             )
     fe_rss = fe["thawkit"]["peak_rss_mb"] if fe else None
     full = [all_stats[s]["thawkit"]["peak_rss_mb"] for s in ("two_phase",) if s in all_stats]
@@ -155,13 +165,16 @@ def verdicts(all_stats: dict[str, dict[str, dict]]) -> list[str]:
     return [*lines, ""]
 
 
-def write_doc(path: Path, body: str) -> None:
-    block = f"{START}\n{body}\n{END}"
-    if path.is_file() and START in path.read_text():
+def write_doc(path: Path, body: str, section: str = "results") -> None:
+    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
+    block = f"{start}\n{body}\n{end}"
+    if path.is_file() and start in path.read_text():
         text = path.read_text()
-        before, _, rest = text.partition(START)
-        _, _, after = rest.partition(END)
+        before, _, rest = text.partition(start)
+        _, _, after = rest.partition(end)
         path.write_text(before + block + after)
+    elif path.is_file():
+        path.write_text(path.read_text().rstrip() + f"\n\n{block}\n")
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"# Benchmarks\n\n{block}\n")
@@ -178,6 +191,9 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks.md"))
     p.add_argument("--json", default=None, help="also write every run's record here")
+    p.add_argument(
+        "--section", default="results", help="the <!-- SECTION:start/end --> block to rewrite"
+    )
     args = p.parse_args()
     if not (Path(args.data) / "train").is_dir():
         sys.exit(f"--data {args.data}: no train/ folder there. Point --data at hymenoptera.")
@@ -216,7 +232,7 @@ def main() -> None:
     body += verdicts(all_stats)
     text = "\n".join(body)
     print("\n" + text)
-    write_doc(Path(args.doc), text)
+    write_doc(Path(args.doc), text, args.section)
     if args.json:
         Path(args.json).write_text(json.dumps(runs, indent=2))
     print(f"Wrote {args.doc}")

@@ -43,11 +43,15 @@ def _extracted(trainer, split: str) -> list[int]:
     return [e["view"] for e in _speed(trainer).features.extractions if e["split"] == split]
 
 
-@pytest.mark.parametrize("strategy", ["feature_extraction", "two_phase"])
+@pytest.mark.parametrize("strategy", ["feature_extraction", "two_phase", "mid_epoch_val"])
 def test_head_on_cached_features_equals_full_forward(make_cfg, strategy: str) -> None:
     """No augmentation, fixed seed: the head trained on cached features equals the head trained
     with the full forward pass (and two_phase then continues identically on images)."""
-    common = (f"strategy={strategy}", "augment=none", "trainer.max_epochs=3", *FAST)
+    common = ("augment=none", "trainer.max_epochs=3", *FAST)
+    if strategy == "mid_epoch_val":  # validations inside the epochs, on features too
+        common += ("strategy=feature_extraction", "+trainer.val_check_interval=0.5")
+    else:
+        common += (f"strategy={strategy}",)
     if strategy == "two_phase":
         # SGD: Adam's normalised steps turn 1e-9 gradient noise on near-zero BatchNorm biases
         # into full-LR steps of either sign, which would hide what this test compares.

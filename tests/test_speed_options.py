@@ -144,3 +144,8 @@ def test_thawkit_shortens_openmp_spinning_unless_told_otherwise() -> None:
     env["GOMP_SPINCOUNT"] = "300000"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "300000", out.stderr
+    del env["GOMP_SPINCOUNT"]
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    code = "import os, thawkit; print(os.environ.get('GOMP_SPINCOUNT'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "None", out.stderr

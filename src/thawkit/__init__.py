@@ -7,7 +7,8 @@ import os
 # thread burns the time slice the working thread needs. Measured on 2 cores under a load of 5
 # (docs/benchmarks.md): a training step took 268 ms/image with the default and 81 with 10,000
 # spins, while on an idle machine the two were within noise. Set before torch is imported (as
-# train.py does); a value in the environment wins.
-os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+# train.py does); an OMP_WAIT_POLICY or GOMP_SPINCOUNT of your own wins.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 __version__ = "0.1.0"
