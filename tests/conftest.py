@@ -61,7 +61,9 @@ def image_folder(tmp_path: Path) -> Path:
     return make_image_folder(tmp_path / "images", (12, 12), ("train", "val", "test"))
 
 
-def tiny_cfg(tmp_path: Path, overrides: Sequence[str] = (), data_root: Path | None = None) -> DictConfig:
+def tiny_cfg(
+    tmp_path: Path, overrides: Sequence[str] = (), data_root: Path | None = None
+) -> DictConfig:
     """Compose the real config with `overrides`, then shrink it: CPU, tiny backbone, 2 epochs."""
     GlobalHydra.instance().clear()
     with initialize(version_base="1.3", config_path=CONF_DIR):

@@ -77,7 +77,14 @@ class RunSummary(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         # Under DDP each rank sees its shard: count the images of all ranks (throughput).
         self.images += len(batch[0]) * trainer.world_size
 
@@ -94,7 +101,14 @@ class RunSummary(L.Callback):
             "frozen_groups": len(pl_module.backbone.groups) - pl_module.num_trainable_groups,
             "lr": pl_module.group_lrs(),
         }
-        for key in ("train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/f1_macro", "val/recall_macro"):
+        for key in (
+            "train/loss_epoch",
+            "train/acc",
+            "val/loss",
+            "val/acc",
+            "val/f1_macro",
+            "val/recall_macro",
+        ):
             if key in metrics:
                 row[key.replace("_epoch", "")] = _num(metrics[key])
         confusion = getattr(pl_module, "confusion", {}).get("val")
@@ -124,7 +138,9 @@ class RunSummary(L.Callback):
         self.write(trainer, pl_module)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: FineTuneModule) -> None:
-        self.test = {k: _num(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        self.test = {
+            k: _num(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")
+        }
         confusion = getattr(pl_module, "confusion", {}).get("test")
         if confusion is not None:
             self.test_confusion = confusion.long().tolist()
