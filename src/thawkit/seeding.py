@@ -56,7 +56,9 @@ def derive_seed(*parts: int) -> int:
 def seeded(seed: int) -> Iterator[None]:
     """Run the body with the CPU torch RNG seeded by `seed`, leaving the global stream untouched."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        # The CPU generator alone: torch.manual_seed would also (lazily) seed CUDA, which costs
+        # ~85 us per call (it records a stack trace) against ~1 us, once per image per epoch.
+        torch.default_generator.manual_seed(seed)
         yield
 
 
