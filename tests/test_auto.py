@@ -18,7 +18,7 @@ from thawkit import auto
 from thawkit.auto import AutoStrategy, Signals, explicit_keys, measure, probe_score, probe_subset
 from thawkit.backbone import resolve_preprocessing
 from thawkit.train import train
-from thawkit.validate import ConfigError, validate
+from thawkit.validate import ConfigError, layer_group_names, validate
 
 NUM_GROUPS = 8
 
@@ -241,3 +241,26 @@ def test_auto_run_records_its_choice_and_keeps_explicit_values(
     summary = json.loads((run / "summary.json").read_text())
     assert summary["auto"]["chosen"] == "feature_extraction" and len(summary["history"]) == 3
     assert resumed.model.lr == 5e-3
+
+
+HYMENOPTERA = Path("/work/shared/data/hymenoptera")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HYMENOPTERA.is_dir(), reason="needs the hymenoptera photos")
+def test_real_photos_with_imagenet_features_are_a_near_domain(tmp_path: Path) -> None:
+    """Ants and bees are ImageNet classes: EfficientNet-Lite0's frozen features separate them."""
+    cfg = tiny_cfg(
+        tmp_path,
+        [
+            f"data.root={HYMENOPTERA}",
+            "data.image_size=224",
+            "model.backbone=tf_efficientnet_lite0",
+            "model.weights=bundled",
+        ],
+    )
+    s = measure(cfg, _datamodule(cfg), max_images=512, seed=0)
+    d = AutoStrategy().decide(s, len(layer_group_names("tf_efficientnet_lite0")))
+    assert s.probe_images == s.train_images <= 512  # all ~244 training photos
+    assert d.size == "medium" and d.domain == "near" and s.probe_score > 0.85, d.reasons
+    assert d.chosen == "two_phase"

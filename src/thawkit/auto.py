@@ -7,21 +7,21 @@ how much data is there, and how close is it to what the backbone was pretrained 
 - **Data size**: training images per class (median over the classes of the training split).
 - **Domain distance**: a linear probe. The frozen pretrained backbone (eval mode) computes
   pooled features of at most `max_images` training images (an even share per class); a
-  logistic regression (scikit-learn, standardised features, stratified k-fold) classifies them.
-  Its held-out accuracy, normalised against chance (the majority class's share of the probed
-  images, 1/C when balanced), is the domain score: `(acc - chance) / (1 - chance)`, clipped to
-  [0, 1]. 1 = the frozen features already separate the classes linearly (near domain); 0 = no
-  better than chance (far domain). It measures how well the features fit *this task*, which is
-  what decides how much of the backbone must change.
+  ridge-regularised linear classifier (scikit-learn, standardised features, stratified k-fold)
+  classifies them. Its held-out accuracy, normalised against chance (the majority class's share
+  of the probed images, 1/C when balanced), is the domain score: `(acc - chance) / (1 - chance)`,
+  clipped to [0, 1]. 1 = the frozen features already separate the classes linearly (near
+  domain); 0 = no better than chance (far domain). It measures how well the features fit *this
+  task*, which is what decides how much of the backbone must change.
 
 The decision table (sizes per class: small < `small_per_class` <= medium <= `large_per_class`
 < large; domain: near >= `near` > moderate >= `far` > far):
 
-| data \\ domain | near                  | moderate                      | far                      |
-|---------------|-----------------------|-------------------------------|--------------------------|
-| small         | feature_extraction    | partial (top quarter), reg.   | gradual (top half), reg. |
-| medium        | two_phase             | gradual                       | full, lr_decay 0.9       |
-| large         | full, lr_decay 0.7    | full                          | full, higher LR, 0.9     |
+| data \\ domain | near               | moderate                    | far                      |
+|---------------|--------------------|-----------------------------|--------------------------|
+| small         | feature_extraction | partial (top quarter), reg. | gradual (top half), reg. |
+| medium        | two_phase          | gradual                     | full, lr_decay 0.9       |
+| large         | full, lr_decay 0.7 | full                        | full, higher LR, 0.9     |
 
 Huge data (>= `huge_per_class`) with a very far domain (< `very_far`) trains from scratch;
 `model.weights=none` (nothing pretrained) always does. "reg." = stronger regularisation
@@ -43,7 +43,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from thawkit.summary import write_json_atomic
+from thawkit.validate import layer_group_names, validate
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,9 @@ FILLABLE = (
 # (early stopping on val/loss still ends a run that stops improving).
 EPOCHS = {"small": 20, "medium": 12, "large": 8}
 SCRATCH_EPOCHS = 30  # random init needs many more passes than fine-tuning
+# Ridge penalty of the probe on standardised features (1.0 overfit 1280-d features of 400
+# images: 0.869 held-out accuracy on digits, against 0.892 at 100 and at 1000).
+PROBE_ALPHA = 100.0
 STRONG_REG = {"model.weight_decay": 0.05, "model.label_smoothing": 0.1}
 
 
@@ -103,8 +109,11 @@ def probe_score(
 ) -> tuple[float, float, float, int]:
     """Held-out accuracy of a linear probe on `features`, normalised against chance.
 
-    A logistic regression on standardised features, scored by stratified k-fold
-    cross-validation (k = `folds`, at most the smallest class's count, at least 2).
+    A ridge-regularised linear classifier (scikit-learn's `RidgeClassifier`, closed form) on
+    standardised features, scored by stratified k-fold cross-validation (k = `folds`, at most
+    the smallest class's count, at least 2). Ridge rather than logistic regression: on 510
+    digits' EfficientNet-Lite0 features it scored 0.892 against 0.908 held-out accuracy in
+    2.4 s against 23.6 s (5 folds, 2 busy CPU cores), and 0.116 on shuffled labels (chance 0.1).
 
     Returns:
         (accuracy, chance, score, k): chance is the majority class's share; score is
@@ -113,7 +122,7 @@ def probe_score(
     Raises:
         ValueError: fewer than 2 classes, or a class with fewer than 2 samples.
     """
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import RidgeClassifier
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -123,10 +132,11 @@ def probe_score(
     _, counts = np.unique(y, return_counts=True)
     if len(counts) < 2 or counts.min() < 2:
         raise ValueError(
-            f"a linear probe needs >= 2 classes with >= 2 samples each; got counts {counts.tolist()}"
+            "a linear probe needs >= 2 classes with >= 2 samples each; "
+            f"got counts {counts.tolist()}"
         )
     k = int(max(2, min(folds, counts.min())))
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    probe = make_pipeline(StandardScaler(), RidgeClassifier(alpha=PROBE_ALPHA))
     cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     acc = float(np.mean(cross_val_score(probe, x, y, cv=cv, scoring="accuracy")))
     chance = float(counts.max() / counts.sum())
@@ -502,8 +512,6 @@ def resolve_auto(cfg: DictConfig, datamodule: Any) -> dict[str, Any] | None:
     Returns:
         The decision as recorded in summary.json's `auto` field, or None without auto.
     """
-    from thawkit.validate import layer_group_names, validate
-
     node = cfg.get("strategy")
     if node is None or node.get("_target_") != TARGET:
         return None
@@ -526,8 +534,6 @@ def resolve_auto(cfg: DictConfig, datamodule: Any) -> dict[str, Any] | None:
     _log(decision)
     validate(cfg)  # what auto wrote must pass the same checks as what a user writes
     if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
-        from thawkit.summary import write_json_atomic
-
         record.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(record, decision.to_dict())
     return decision.to_dict()
