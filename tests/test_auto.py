@@ -21,6 +21,7 @@ from thawkit.train import train
 from thawkit.validate import ConfigError, layer_group_names, validate
 
 NUM_GROUPS = 8
+TINY = "test_efficientnet"
 
 
 def signals(per_class: float, score: float | None, pretrained: bool = True) -> Signals:
@@ -185,6 +186,36 @@ def test_auto_config_validates_and_rejects_unknown_keys(tmp_path: Path) -> None:
     validate(tiny_cfg(tmp_path, ["strategy=auto"]))
     with pytest.raises(ConfigError, match="strategy.initial_groups: unknown key"):
         validate(tiny_cfg(tmp_path, ["strategy=auto", "+strategy.initial_groups=2"]))
+
+
+def test_without_pretrained_weights_auto_trains_from_scratch(tmp_path, image_folder) -> None:
+    cfg = tiny_cfg(tmp_path, ["strategy=auto"], data_root=image_folder)  # weights=none
+    record = auto.resolve_auto(cfg, _datamodule(cfg))
+    assert record["chosen"] == "scratch" and record["signals"]["probe_images"] == 0
+    assert "no probe: model.weights=none" in record["reasons"][1]
+    # scratch.yaml's own node and its model keys, and auto's LR and epochs.
+    assert cfg.strategy._target_ == "thawkit.unfreeze.UnfreezeSchedule"
+    assert (cfg.strategy.name, cfg.strategy.initial_groups) == ("auto", -1)
+    assert (cfg.model.weights, cfg.model.lr, cfg.model.lr_decay) == ("none", 3e-3, 1.0)
+    assert cfg.trainer.max_epochs == 30  # not on the command line (tiny_cfg sets it in code)
+    assert auto.resolve_auto(cfg, None) is None  # resolved configs are left alone
+
+
+def test_partial_choice_fills_its_node_and_keep_wins(tmp_path, image_folder, monkeypatch) -> None:
+    monkeypatch.setattr(auto, "measure", lambda *a, **k: signals(20, 0.55))
+    cfg = tiny_cfg(
+        tmp_path,
+        ["strategy=auto", "strategy.keep=[model.weight_decay]", "model.label_smoothing=0.05"],
+        data_root=image_folder,
+    )
+    record = auto.resolve_auto(cfg, _datamodule(cfg))
+    groups = len(layer_group_names(TINY))
+    assert record["chosen"] == "partial"
+    assert cfg.strategy.initial_groups == max(1, round(groups / 4))
+    assert cfg.model.lr_decay == 0.5 and cfg.trainer.max_epochs == 20
+    assert cfg.model.weight_decay == 0.01 and cfg.model.label_smoothing == 0.05
+    assert record["kept"] == {"model.weight_decay": 0.01, "model.label_smoothing": 0.05}
+    assert json.loads((tmp_path / "run" / "auto.json").read_text())["chosen"] == "partial"
 
 
 def test_auto_run_records_its_choice_and_keeps_explicit_values(

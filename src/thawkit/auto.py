@@ -92,6 +92,7 @@ class Signals:
     min_images_per_class: int
     train_images: int
     pretrained: bool = True
+    layer_groups: int = 0  # of the probed backbone (0 = not built)
     probe_images: int = 0
     probe_folds: int = 0
     probe_acc: float | None = None
@@ -202,6 +203,7 @@ def _probe(cfg: DictConfig, datamodule: Any, signals: Signals, max_images: int, 
     features, labels = extract_features(
         backbone.to(device), dataset, batch_size=datamodule.batch_size, device=device
     )
+    signals.layer_groups = len(backbone.groups)
     del backbone
     acc, chance, score, k = probe_score(features, labels, seed=seed)
     signals.probe_images, signals.probe_folds = len(subset), k
@@ -527,9 +529,8 @@ def resolve_auto(cfg: DictConfig, datamodule: Any) -> dict[str, Any] | None:
     else:
         seed = cfg.get("seed")
         signals = measure(cfg, datamodule, auto.max_images, seed if seed is not None else 0)
-        decision = auto.decide(
-            signals, len(layer_group_names(str(cfg.model.backbone))), "model.weights" in explicit
-        )
+        groups = signals.layer_groups or len(layer_group_names(str(cfg.model.backbone)))
+        decision = auto.decide(signals, groups, "model.weights" in explicit)
     apply(cfg, decision, explicit)
     _log(decision)
     validate(cfg)  # what auto wrote must pass the same checks as what a user writes
