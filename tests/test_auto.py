@@ -12,6 +12,7 @@ import pytest
 import timm
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from conftest import make_image_folder, tiny_cfg, write_image
 from thawkit import auto
@@ -79,9 +80,9 @@ def test_decision_table(per_class, score, chosen, lr, lr_decay, epochs) -> None:
 
 def test_small_data_trains_few_groups_with_strong_regularisation() -> None:
     partial = AutoStrategy().decide(signals(20, 0.55), NUM_GROUPS)
-    assert partial.strategy == {"initial_groups": 2}  # the top quarter
+    assert partial.strategy_args == {"initial_groups": 2}  # the top quarter
     gradual = AutoStrategy().decide(signals(20, 0.1), NUM_GROUPS)
-    assert gradual.strategy == {"initial_groups": 0, "every_n_epochs": 2, "max_groups": 4}
+    assert gradual.strategy_args == {"initial_groups": 0, "every_n_epochs": 2, "max_groups": 4}
     # Enough epochs to reach the cap: 2 epochs per group, 4 groups.
     assert gradual.settings["trainer.max_epochs"] >= 2 * 4
     for d in (partial, gradual):
@@ -274,6 +275,9 @@ def test_auto_run_records_its_choice_and_keeps_explicit_values(
     assert "12 training images per class" in text and "chose feature_extraction" in text
     assert "kept trainer.max_epochs=2 as given (auto would have picked 20)" in text
     assert json.loads((run / "auto.json").read_text())["chosen"] == "feature_extraction"
+    # TensorBoard's hyperparameters are the values the run used, not the composed ones.
+    hparams = OmegaConf.load(run / "tensorboard" / "hparams.yaml")
+    assert hparams.model.lr == 5e-3 and hparams.strategy.initial_groups == 0
 
     # A resume reuses the recorded choice (no second probe) and still honours new overrides.
     def no_probe(*args, **kwargs):

@@ -278,7 +278,7 @@ class Decision:
     """Auto's pick: a strategy config, the values it wants, and the reasons, in sentences."""
 
     chosen: str
-    strategy: dict[str, Any]  # keyword overrides of the chosen strategy's node
+    strategy_args: dict[str, Any]  # overrides of the chosen strategy's node (initial_groups...)
     settings: dict[str, Any]  # dotted config key -> value auto wants
     reasons: list[str]
     signals: dict[str, Any]
@@ -375,7 +375,7 @@ class AutoStrategy:
         key = domain if domain != "unknown" else "moderate"
         very_far = signals.domain_score is not None and signals.domain_score < self.very_far
         huge = signals.images_per_class >= self.huge_per_class
-        strategy: dict[str, Any] = {}
+        args: dict[str, Any] = {}
         settings: dict[str, Any] = {"model.lr": 2e-3, "model.lr_decay": 0.8}
         if not signals.pretrained:
             chosen = "scratch"
@@ -402,7 +402,7 @@ class AutoStrategy:
             settings = {"model.lr": 5e-3}
         elif size == "small" and key == "moderate":
             k = max(1, round(num_groups / 4))
-            chosen, strategy = "partial", {"initial_groups": k}
+            chosen, args = "partial", {"initial_groups": k}
             why = (
                 f"train the top {k} of {num_groups} layer groups "
                 "(task-specific features) and keep the lower ones (generic edges and textures) "
@@ -412,7 +412,7 @@ class AutoStrategy:
         elif size == "small":
             k = max(1, math.ceil(num_groups / 2))
             chosen = "gradual"
-            strategy = {"initial_groups": 0, "every_n_epochs": 2, "max_groups": k}
+            args = {"initial_groups": 0, "every_n_epochs": 2, "max_groups": k}
             why = (
                 f"the top features need to change, but few images cannot "
                 f"retrain the whole backbone; unfreeze from the top, one group every 2 epochs, up "
@@ -428,7 +428,7 @@ class AutoStrategy:
                 "gradients into good features)"
             )
         elif size == "medium" and key == "moderate":
-            chosen, strategy = "gradual", {"initial_groups": 0, "every_n_epochs": 1}
+            chosen, args = "gradual", {"initial_groups": 0, "every_n_epochs": 1}
             why = (
                 "unfreeze one more group from the top every "
                 "epoch, so the layers that must adapt most train longest"
@@ -460,14 +460,14 @@ class AutoStrategy:
             if huge and very_far and weights_given:
                 why += " (scratch would fit, but model.weights was given explicitly)"
         epochs = SCRATCH_EPOCHS if chosen == "scratch" else EPOCHS[size]
-        if "every_n_epochs" in strategy:
-            groups = strategy.get("max_groups") or num_groups
-            epochs = max(epochs, strategy["every_n_epochs"] * groups + 2)
+        if "every_n_epochs" in args:
+            groups = args.get("max_groups") or num_groups
+            epochs = max(epochs, args["every_n_epochs"] * groups + 2)
         settings["trainer.max_epochs"] = epochs
         reasons.append(f"{self._table_cell(size, domain)} -> {chosen}: {why}.")
         return Decision(
             chosen=chosen,
-            strategy=strategy,
+            strategy_args=args,
             settings=settings,
             reasons=reasons,
             signals=asdict(signals),
@@ -548,7 +548,7 @@ def apply(cfg: DictConfig, decision: Decision, explicit: set[str]) -> None:
     """Write the decision into `cfg` (in place): the strategy node, and every setting whose
     key the user did not set (those are recorded in `decision.kept` instead)."""
     chosen = strategy_config(decision.chosen)
-    node = OmegaConf.merge(chosen.strategy, decision.strategy)
+    node = OmegaConf.merge(chosen.strategy, decision.strategy_args)
     node.name = AUTO  # summaries and sweeps see `auto`; summary.json's auto.chosen names the pick
     # A strategy file's other keys (scratch: model.weights, model.lr_decay) are settings too.
     extra = {
