@@ -54,7 +54,7 @@ def signals(per_class: float, score: float | None, pretrained: bool = True) -> S
 @pytest.mark.parametrize(
     "per_class, score, chosen, lr, lr_decay, epochs",
     [
-        (20, 0.95, "feature_extraction", 5e-3, None, 20),  # tiny data, near domain
+        (20, 0.95, "feature_extraction", 5e-3, 0.8, 20),  # tiny data, near domain
         (20, 0.55, "partial", 2e-3, 0.5, 20),  # tiny, moderate
         (20, 0.10, "gradual", 2e-3, 0.7, 20),  # tiny, far
         (400, 0.95, "two_phase", 2e-3, 0.8, 12),
@@ -266,7 +266,7 @@ def test_auto_run_records_its_choice_and_keeps_explicit_values(
     assert record["chosen"] == expected.chosen and record["reasons"] == expected.reasons
     # The command line's epochs win; auto's LR is applied (the config records what ran).
     assert record["kept"] == {"trainer.max_epochs": 2}
-    assert record["applied"] == {"model.lr": 5e-3}
+    assert record["applied"] == {"model.lr": 5e-3, "model.lr_decay": 0.8}
     assert cfg.model.lr == 5e-3 and cfg.trainer.max_epochs == 2
     assert len(summary["history"]) == 2
     assert all(row["frozen_groups"] > 0 for row in summary["history"])  # feature extraction

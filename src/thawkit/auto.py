@@ -87,6 +87,64 @@ SCRATCH_EPOCHS = 30  # random init needs many more passes than fine-tuning
 # images: 0.869 held-out accuracy on digits, against 0.892 at 100 and at 1000).
 PROBE_ALPHA = 100.0
 STRONG_REG = {"model.weight_decay": 0.05, "model.label_smoothing": 0.1}
+DEFAULT_LRS = {"model.lr": 2e-3, "model.lr_decay": 0.8}  # the cells below name what differs
+SCRATCH = {"model.lr": 3e-3, "model.lr_decay": 1.0}
+# (data size, domain) -> (strategy, settings that differ from DEFAULT_LRS, why). The numbers of
+# layer groups trained come from the backbone: {quarter}, {half} of its {groups}.
+TABLE: dict[tuple[str, str], tuple[str, dict[str, float], str]] = {
+    ("small", "near"): (
+        "feature_extraction",
+        {"model.lr": 5e-3},
+        "the pretrained features already separate the classes; training backbone layers on "
+        "few images would overfit them, so train a linear classifier on the frozen features "
+        "(a larger head LR suits a lone linear layer)",
+    ),
+    ("small", "moderate"): (
+        "partial",
+        {"model.lr_decay": 0.5, **STRONG_REG},
+        "train the top {quarter} of {groups} layer groups (task-specific features) and keep the "
+        "lower ones (generic edges and textures) frozen, with stronger regularisation against "
+        "overfitting few images",
+    ),
+    ("small", "far"): (
+        "gradual",
+        {"model.lr_decay": 0.7, **STRONG_REG},
+        "the top features need to change, but few images cannot retrain the whole backbone; "
+        "unfreeze from the top, one group every 2 epochs, up to {half} of {groups} groups "
+        "(lower layers keep generic features), with stronger regularisation",
+    ),
+    ("medium", "near"): (
+        "two_phase",
+        {},
+        "train the head first on the frozen features, then fine-tune every layer at a lower LR "
+        "(the head no longer sends large random gradients into good features)",
+    ),
+    ("medium", "moderate"): (
+        "gradual",
+        {},
+        "unfreeze one more group from the top every epoch, so the layers that must adapt most "
+        "train longest",
+    ),
+    ("medium", "far"): (
+        "full",
+        {"model.lr_decay": 0.9},
+        "every layer needs to adapt and the data can support it; full fine-tuning with mild LR "
+        "decay down the layers",
+    ),
+    ("large", "near"): (
+        "full",
+        {"model.lr": 1e-3, "model.lr_decay": 0.7},
+        "fine-tune every layer, with discriminative LRs (strong decay) so the good lower "
+        "features move little",
+    ),
+    ("large", "moderate"): ("full", {}, "full fine-tuning with discriminative LRs"),
+    ("large", "far"): (
+        "full",
+        {"model.lr": 3e-3, "model.lr_decay": 0.9},
+        "fine-tune every layer with a higher LR and little decay, so the lower layers can move "
+        "away from the pretrained features",
+    ),
+}
 
 
 # ----------------------------------------------------------------- signals
@@ -375,89 +433,30 @@ class AutoStrategy:
         key = domain if domain != "unknown" else "moderate"
         very_far = signals.domain_score is not None and signals.domain_score < self.very_far
         huge = signals.images_per_class >= self.huge_per_class
-        args: dict[str, Any] = {}
-        settings: dict[str, Any] = {"model.lr": 2e-3, "model.lr_decay": 0.8}
         if not signals.pretrained:
-            chosen = "scratch"
+            chosen, args, settings = "scratch", {}, dict(SCRATCH)
             why = (
                 "model.weights=none: there are no pretrained features to transfer, so every "
                 "layer trains from its random initialisation at one learning rate"
             )
-            settings = {"model.lr": 3e-3, "model.lr_decay": 1.0}
         elif huge and very_far and not weights_given:
-            chosen = "scratch"
+            chosen, args, settings = "scratch", {}, {**SCRATCH, "model.weights": "none"}
             why = (
                 f"huge data (>= {self.huge_per_class} per class) and a very far domain "
                 f"(score < {self.very_far}): the data can train every layer and the pretrained "
                 "features barely help, so train from scratch"
             )
-            settings = {"model.lr": 3e-3, "model.lr_decay": 1.0, "model.weights": "none"}
-        elif size == "small" and key == "near":
-            chosen = "feature_extraction"
-            why = (
-                "the pretrained features already separate the classes; "
-                "training backbone layers on few images would overfit them, so train a linear "
-                "classifier on the frozen features (a larger head LR suits a lone linear layer)"
-            )
-            settings = {"model.lr": 5e-3}
-        elif size == "small" and key == "moderate":
-            k = max(1, round(num_groups / 4))
-            chosen, args = "partial", {"initial_groups": k}
-            why = (
-                f"train the top {k} of {num_groups} layer groups "
-                "(task-specific features) and keep the lower ones (generic edges and textures) "
-                "frozen, with stronger regularisation against overfitting few images"
-            )
-            settings = {"model.lr": 2e-3, "model.lr_decay": 0.5, **STRONG_REG}
-        elif size == "small":
-            k = max(1, math.ceil(num_groups / 2))
-            chosen = "gradual"
-            args = {"initial_groups": 0, "every_n_epochs": 2, "max_groups": k}
-            why = (
-                f"the top features need to change, but few images cannot "
-                f"retrain the whole backbone; unfreeze from the top, one group every 2 epochs, up "
-                f"to {k} of {num_groups} groups (lower layers keep generic features), with "
-                "stronger regularisation"
-            )
-            settings = {"model.lr": 2e-3, "model.lr_decay": 0.7, **STRONG_REG}
-        elif size == "medium" and key == "near":
-            chosen = "two_phase"
-            why = (
-                "train the head first on the frozen features, then "
-                "fine-tune every layer at a lower LR (the head no longer sends large random "
-                "gradients into good features)"
-            )
-        elif size == "medium" and key == "moderate":
-            chosen, args = "gradual", {"initial_groups": 0, "every_n_epochs": 1}
-            why = (
-                "unfreeze one more group from the top every "
-                "epoch, so the layers that must adapt most train longest"
-            )
-        elif size == "medium":
-            chosen = "full"
-            why = (
-                "every layer needs to adapt and the data can support "
-                "it; full fine-tuning with mild LR decay down the layers"
-            )
-            settings["model.lr_decay"] = 0.9
-        elif key == "near":
-            chosen = "full"
-            why = (
-                "fine-tune every layer, with discriminative LRs "
-                "(strong decay) so the good lower features move little"
-            )
-            settings = {"model.lr": 1e-3, "model.lr_decay": 0.7}
-        elif key == "moderate":
-            chosen = "full"
-            why = "full fine-tuning with discriminative LRs"
         else:
-            chosen = "full"
-            why = (
-                "fine-tune every layer with a higher LR and little "
-                "decay, so the lower layers can move away from the pretrained features"
-            )
-            settings = {"model.lr": 3e-3, "model.lr_decay": 0.9}
-            if huge and very_far and weights_given:
+            chosen, lrs, why = TABLE[size, key]
+            settings = {**DEFAULT_LRS, **lrs}
+            quarter, half = max(1, round(num_groups / 4)), max(1, math.ceil(num_groups / 2))
+            args = {
+                ("small", "moderate"): {"initial_groups": quarter},
+                ("small", "far"): {"initial_groups": 0, "every_n_epochs": 2, "max_groups": half},
+                ("medium", "moderate"): {"initial_groups": 0, "every_n_epochs": 1},
+            }.get((size, key), {})
+            why = why.format(quarter=quarter, half=half, groups=num_groups)
+            if huge and very_far:
                 why += " (scratch would fit, but model.weights was given explicitly)"
         epochs = SCRATCH_EPOCHS if chosen == "scratch" else EPOCHS[size]
         if "every_n_epochs" in args:
