@@ -19,6 +19,7 @@ from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from thawkit import job
+from thawkit.auto import resolve_auto
 from thawkit.backbone import resolve_preprocessing
 from thawkit.data import ImageFolderDataModule
 from thawkit.ddp import check_strategy
@@ -42,6 +43,7 @@ def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Tra
     datamodule: ImageFolderDataModule = instantiate(cfg.data, preprocessing=preprocessing)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    auto_choice = resolve_auto(cfg, datamodule)  # strategy=auto: decide now, before the model
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     reset_head = bool(model_cfg.pop("reset_head", False))
     model: FineTuneModule = instantiate(
@@ -65,6 +67,8 @@ def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Tra
             "image_size": datamodule.image_size,
         },
     )
+    if auto_choice is not None:
+        summary.extra["auto"] = auto_choice
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     callbacks += [
         instantiate(cfg.strategy),
