@@ -116,3 +116,26 @@ def test_the_pages_are_what_the_rewrite_writes(scratch_repo) -> None:
     import config_docs
 
     assert config_docs.write() == []
+
+
+def _source_text() -> str:
+    return "\n".join(p.read_text() for p in sorted((REPO / "src" / "thawkit").rglob("*.py")))
+
+
+def test_troubleshooting_quotes_messages_that_thawkit_still_raises() -> None:
+    quoted = re.findall(r"^> `(.+)`$", TROUBLESHOOTING.read_text(), flags=re.M)
+    assert len(quoted) >= 40
+    source = _source_text()
+    gone = [q for q in quoted if q not in source]
+    assert not gone, (
+        f"docs/troubleshooting.md quotes messages that src/thawkit/ no longer has: {gone}. "
+        "Update the page to the new wording."
+    )
+
+
+def test_troubleshooting_covers_every_error_class() -> None:
+    classes = re.findall(r"^class (\w+)\((?:\w*Error|SystemExit)\)", _source_text(), flags=re.M)
+    assert {"ConfigError", "DataError", "WeightsError", "RunDirError"} <= set(classes)
+    page = TROUBLESHOOTING.read_text()
+    missing = [c for c in classes if f"`{c}`" not in page]
+    assert not missing, f"docs/troubleshooting.md does not explain {missing}: add a section each"
