@@ -18,11 +18,12 @@ from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
-EXPECTED = ["01_quickstart", "02_strategies", "03_batchnorm_and_imbalance"]
+# Each notebook and the figures it shows at least (curves, confusion matrix, plots).
+EXPECTED = {"01_quickstart": 3, "02_strategies": 3, "03_batchnorm_and_imbalance": 1}
 
 
 def test_the_notebooks_exist() -> None:
-    assert [p.stem for p in NOTEBOOKS] == EXPECTED
+    assert [p.stem for p in NOTEBOOKS] == list(EXPECTED)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -95,4 +96,4 @@ def test_notebook_runs_top_to_bottom(path: Path, notebook_env: Path) -> None:
         if cell.cell_type == "code"
         for out in cell.outputs
     )
-    assert images >= 2, f"{path.name} showed {images} figures"
+    assert images >= EXPECTED[path.stem], f"{path.name} showed {images} figures"
