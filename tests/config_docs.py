@@ -227,10 +227,13 @@ def problems() -> list[str]:
             )
             continue
         table = tables[group.name]
-        if table.header[1:-1] != group.choices:
+        columns_match = table.header[1:-1] == group.choices
+        if not columns_match:
+            new = sorted(set(group.choices) - set(table.header[1:-1]))
+            gone = sorted(set(table.header[1:-1]) - set(group.choices))
             found.append(
                 f"{rel}, table {group.name}: choice columns {table.header[1:-1]} but "
-                f"{group.source} has {group.choices}: {fix}"
+                f"{group.source} has {group.choices} (new: {new}, removed: {gone}): {fix}"
             )
         for key in sorted(set(group.options) - set(table.rows)):
             choices = sorted(group.options[key])
@@ -249,7 +252,7 @@ def problems() -> list[str]:
             have = table.rows.get(key)
             if have is None:
                 continue
-            if have[1:-1] != row[1:-1]:
+            if columns_match and have[1:-1] != row[1:-1]:  # else every row is off by a column
                 found.append(
                     f"{rel}, `{key}`: the table shows {have[1:-1]}, {group.source} sets "
                     f"{row[1:-1]} (choices {group.choices}): run `python tests/config_docs.py`"
