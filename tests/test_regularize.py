@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightning as L
@@ -19,7 +20,7 @@ from thawkit.regularize import (
     diagonal_fisher,
     source_classifier,
 )
-from thawkit.train import build
+from thawkit.train import build, train
 from thawkit.validate import ConfigError, validate
 
 
@@ -146,6 +147,21 @@ def test_resume_keeps_the_snapshot_of_the_start(images: Path, tmp_path: Path) ->
     assert all(torch.equal(reg.anchor[n].cpu(), anchor[n]) for n in anchor)
     assert all(torch.equal(reg.importance[n].cpu(), fisher[n]) for n in fisher)
     assert trainer2.current_epoch == 2 and resumed.regularizer is None  # detached after fit
+
+
+def test_lp_ft_with_ewc_and_ema_runs_end_to_end(images: Path, tmp_path: Path) -> None:
+    """The three combine: no penalty while probing, a penalty once the backbone trains."""
+    cfg = tiny_cfg(
+        tmp_path,
+        ["strategy=lp_ft", "strategy.plateau_max_epochs=1", "regularizer=ewc", "ema=true"],
+        data_root=images,
+    )
+    with open_dict(cfg):
+        cfg.logger = None
+    metrics = train(cfg)
+    summary = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
+    assert [row["frozen_groups"] for row in summary["history"]] == [6, 0]
+    assert metrics["train/penalty_epoch"] > 0 and metrics["train/weight_distance"] > 0
 
 
 def test_resume_without_saved_fisher_fails_clearly(images: Path, tmp_path: Path) -> None:

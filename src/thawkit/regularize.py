@@ -59,8 +59,6 @@ class WeightRegularizer(L.Callback):
             the penalty replaces it there; the head keeps its weight decay).
     """
 
-    name = "l2sp"
-
     def __init__(self, strength: float = 0.1, backbone_weight_decay: bool = False) -> None:
         if strength < 0:
             raise ValueError(f"regularizer.strength={strength} must be >= 0")
@@ -70,7 +68,6 @@ class WeightRegularizer(L.Callback):
         # (None = 1 everywhere, L2-SP).
         self.anchor: dict[str, torch.Tensor] = {}
         self.importance: dict[str, torch.Tensor] | None = None
-        self._restored = False
 
     def __deepcopy__(self, memo: dict) -> WeightRegularizer:
         # Run state, not model state: a copy of the module (an EMA) shares it, never copies it.
@@ -88,7 +85,6 @@ class WeightRegularizer(L.Callback):
             n: p.detach().clone() for n, p in pl_module.backbone.model.named_parameters()
         }
         self.importance = None
-        self._restored = False
         pl_module.regularizer = self
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: FineTuneModule) -> None:
@@ -156,14 +152,13 @@ class WeightRegularizer(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         anchor = state_dict["anchor"]
-        if set(anchor) != set(self.anchor):
+        if self.anchor and set(anchor) != set(self.anchor):
             raise RegularizerError(
                 f"{type(self).__name__}: the checkpoint's pretrained-weight snapshot does not "
                 "match this backbone's parameters; resume with the model config it was saved with"
             )
         self.anchor = dict(anchor)
         self.importance = state_dict["importance"]
-        self._restored = True
 
 
 class L2SP(WeightRegularizer):
@@ -182,8 +177,6 @@ class EWC(WeightRegularizer):
         backbone_weight_decay: keep the optimizer's weight decay on the backbone groups.
         seed: seed of the subset and of the sampled labels.
     """
-
-    name = "ewc"
 
     def __init__(
         self,
