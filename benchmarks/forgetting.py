@@ -14,6 +14,7 @@ each (centre, four corner crops, and their mirror images). Reports, per run:
 
     python benchmarks/forgetting.py --epochs 3 --size 128
     python benchmarks/forgetting.py --runs none l2sp:0.1 l2sp:1 ewc:1 --out forgetting.json
+    python benchmarks/forgetting.py --runs none,model.bn_policy=all l2sp:10,model.bn_policy=all
 """
 
 from __future__ import annotations
@@ -102,8 +103,12 @@ def score(
     )
 
 
-def fine_tune(data: str, regularizer: str | None, args: argparse.Namespace) -> tuple:
-    """One thawkit run (strategy=full unless overridden); returns the model and the trainer."""
+def fine_tune(data: str, run: str, args: argparse.Namespace) -> tuple:
+    """One thawkit run (strategy=full unless overridden); returns the model and the trainer.
+
+    `run`: `none`, `l2sp:<strength>` or `ewc:<strength>`, then optional comma-separated
+    Hydra overrides for this run alone.
+    """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
@@ -119,7 +124,9 @@ def fine_tune(data: str, regularizer: str | None, args: argparse.Namespace) -> t
         f"paths.output_dir={tempfile.mkdtemp(prefix='bench-forgetting-')}",
         *args.overrides,
     ]  # fmt: skip
-    if regularizer:
+    regularizer, *extra = run.split(",")
+    overrides += extra  # per-run Hydra overrides: "l2sp:1,model.bn_policy=all"
+    if regularizer != "none":
         kind, _, strength = regularizer.partition(":")
         overrides += [f"regularizer={kind}", f"regularizer.strength={strength or 0.1}"]
     GlobalHydra.instance().clear()
@@ -137,7 +144,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=DEFAULT_DATA, help="target image folder (train/ val/)")
     p.add_argument("--runs", nargs="+", default=["none", "l2sp:0.1", "l2sp:1", "ewc:1"],
-                   help="none | l2sp:<strength> | ewc:<strength>")  # fmt: skip
+                   help="none | l2sp:<strength> | ewc:<strength>, then ,<override>...")  # fmt: skip
     p.add_argument("--strategy", default="full")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--size", type=int, default=128, help="fine-tuning image size")
@@ -160,7 +167,7 @@ def main() -> None:
     rows = [score("pretrained", probs, labels, reference, distance=0.0, val_acc=None, train_s=0)]
     for run in args.runs:
         start = time.perf_counter()
-        model, trainer = fine_tune(args.data, None if run == "none" else run, args)
+        model, trainer = fine_tune(args.data, run, args)
         elapsed = time.perf_counter() - start
         backbone = model.backbone.model.cpu().to(memory_format=torch.contiguous_format)
         distance = (
