@@ -118,6 +118,9 @@ class FineTuneModule(L.LightningModule):
             {stage: MulticlassConfusionMatrix(num_classes) for stage in ("val", "test")}
         )
         self.confusion: dict[str, torch.Tensor] = {}
+        # A weight regularizer (thawkit.regularize) attaches itself here for a fit; its
+        # penalty is added to the training loss and logged as train/penalty.
+        self.regularizer: Any = None
         self._apply_frozen_state()
 
     # ----------------------------------------------------------------- frozen state
@@ -297,6 +300,11 @@ class FineTuneModule(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
+        if self.regularizer is not None:
+            penalty = self.regularizer.penalty(self)
+            n = len(batch[0])
+            self.log("train/penalty", penalty, on_step=True, on_epoch=True, batch_size=n)
+            loss = loss + penalty
         check_loss(self, loss, batch_idx)  # a NaN loss stops the run before backward
         return loss
 

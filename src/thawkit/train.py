@@ -23,6 +23,7 @@ from thawkit.auto import resolve_auto
 from thawkit.backbone import resolve_preprocessing
 from thawkit.data import ImageFolderDataModule
 from thawkit.ddp import check_strategy
+from thawkit.ema import EMA
 from thawkit.lifecycle import AtomicCheckpointIO, RunGuard
 from thawkit.module import FineTuneModule
 from thawkit.rundir import check_checkpoint_fits, prepare_run_dir, resumed_config
@@ -76,6 +77,10 @@ def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Tra
         RunGuard(cfg.paths.output_dir),
         StepSeeds(seed),
     ]
+    if cfg.get("regularizer"):  # L2-SP / EWC (thawkit.regularize)
+        callbacks.append(instantiate(cfg.regularizer))
+    if cfg.get("ema"):  # validation, checkpoints and the result use the EMA weights
+        callbacks.append(EMA(decay=cfg.get("ema_decay", 0.999)))
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     plugins = list(instantiate(cfg.trainer.get("plugins")) or [])
     if not any(isinstance(p, CheckpointIO) for p in plugins):

@@ -10,6 +10,7 @@ A strategy is only a set of parameters of `UnfreezeSchedule`:
 | gradual on plateau | 0              | (ignored)      | 1               | yes        |
 | full / scratch     | -1 (all)       | -              | -               | no         |
 | two_phase          | 0              | E (once)       | -1 (all)        | no         |
+| lp_ft              | 0              | (ignored)      | -1 (all, once)  | yes        |
 
 The callback only decides; the module holds the frozen state (and checkpoints it).
 """
@@ -42,6 +43,9 @@ class UnfreezeSchedule(L.Callback):
         monitor: validation metric watched for plateaus (lower is better).
         patience: validations without improvement (by more than 1e-4) that make a plateau.
         lr_scale_after_unfreeze: multiply every group's LR by this after the first event.
+        plateau_max_epochs: with `on_plateau`, also unfreeze when this many epochs have passed
+            since the previous event (or the start) without a plateau (lp_ft: the probe's
+            epoch budget); None = wait for the plateau.
     """
 
     def __init__(
@@ -56,6 +60,7 @@ class UnfreezeSchedule(L.Callback):
         monitor: str = "val/loss",
         patience: int = 1,
         lr_scale_after_unfreeze: float = 1.0,
+        plateau_max_epochs: int | None = None,
     ) -> None:
         if every_n_epochs is not None and every_n_epochs < 1:
             raise ValueError(f"strategy.every_n_epochs={every_n_epochs} must be >= 1")
@@ -75,6 +80,9 @@ class UnfreezeSchedule(L.Callback):
         self.monitor = monitor
         self.patience = patience
         self.lr_scale_after_unfreeze = lr_scale_after_unfreeze
+        if plateau_max_epochs is not None and plateau_max_epochs < 1:
+            raise ValueError(f"strategy.plateau_max_epochs={plateau_max_epochs} must be >= 1")
+        self.plateau_max_epochs = plateau_max_epochs
         # Progress state, checkpointed: unfreeze events so far and plateau bookkeeping.
         self.events: list[dict[str, Any]] = []
         self.best = float("inf")
@@ -117,7 +125,13 @@ class UnfreezeSchedule(L.Callback):
             and trainer.current_epoch % self.every_n_epochs == 0
             and not any(e["epoch"] == trainer.current_epoch for e in self.events)
         )
-        if not (epoch_due or self.plateau_pending) or not self._events_left():
+        waited_out = (
+            self.on_plateau
+            and self.plateau_max_epochs is not None
+            and trainer.current_epoch - (self.events[-1]["epoch"] if self.events else 0)
+            >= self.plateau_max_epochs
+        )
+        if not (epoch_due or self.plateau_pending or waited_out) or not self._events_left():
             return
         self.plateau_pending = False
         step = total if self.groups_per_step < 0 else self.groups_per_step

@@ -33,6 +33,7 @@ from thawkit.schedule import SCHEDULES
 TOP_LEVEL = {
     "data", "model", "strategy", "optimizer", "scheduler", "callbacks", "logger", "trainer",
     "paths", "seed", "ckpt_path", "resume", "optimized_metric", "hydra",
+    "regularizer", "ema", "ema_decay",
 }  # fmt: skip
 # Keys Hydra's instantiate reads itself.
 _HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
@@ -157,6 +158,10 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "scheduler.pct_start": (lambda v: 0 < v < 1, "(0, 1)"),
     "trainer.max_epochs": (lambda v: v >= 1 or v == -1, ">= 1 (or -1: no limit)"),
     "callbacks.early_stopping.patience": (lambda v: v >= 0, ">= 0"),
+    "strategy.plateau_max_epochs": (lambda v: v >= 1, ">= 1 (or null: wait for the plateau)"),
+    "regularizer.strength": (lambda v: v >= 0, ">= 0"),
+    "regularizer.fisher_batches": (lambda v: v >= 1, ">= 1"),
+    "ema_decay": (lambda v: 0 < v < 1, "(0, 1), e.g. 0.999"),
 }
 
 
