@@ -26,13 +26,14 @@ from thawkit.batchnorm import BN_POLICIES
 from thawkit.data.imbalance import IMBALANCE_MODES, LOSS_WEIGHTINGS, SAMPLER_WEIGHTINGS
 from thawkit.data.mixing import MIX_MODES, BatchMixer
 from thawkit.data.transforms import AUGMENT_PRESETS, AUTO_AUGMENTS, train_transform
+from thawkit.domain import DA_METHODS, MMD_ESTIMATORS
 from thawkit.head import HEAD_KINDS, Head
 from thawkit.schedule import SCHEDULES
 
 # Top-level keys of conf/train.yaml (group folders with their own package, and plain keys).
 TOP_LEVEL = {
     "data", "model", "strategy", "optimizer", "scheduler", "callbacks", "logger", "trainer",
-    "paths", "seed", "ckpt_path", "resume", "optimized_metric", "hydra",
+    "paths", "seed", "ckpt_path", "resume", "optimized_metric", "hydra", "da",
 }  # fmt: skip
 # Keys Hydra's instantiate reads itself.
 _HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
@@ -157,6 +158,10 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "scheduler.pct_start": (lambda v: 0 < v < 1, "(0, 1)"),
     "trainer.max_epochs": (lambda v: v >= 1 or v == -1, ">= 1 (or -1: no limit)"),
     "callbacks.early_stopping.patience": (lambda v: v >= 0, ">= 0"),
+    "da.weight": (lambda v: v >= 0, ">= 0"),
+    "da.gamma": (lambda v: v > 0, "> 0"),
+    "da.kernel_mul": (lambda v: v > 0, "> 0"),
+    "da.kernel_num": (lambda v: v >= 1, ">= 1"),
 }
 
 
@@ -235,6 +240,14 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "data.imbalance.loss_weighting", LOSS_WEIGHTINGS, errors)
     _choice(cfg, "model.bn_policy", BN_POLICIES, errors)
     _choice(cfg, "model.head.kind", HEAD_KINDS, errors)
+    _choice(cfg, "da.method", DA_METHODS, errors)
+    _choice(cfg, "da.estimator", MMD_ESTIMATORS, errors)
+    method = OmegaConf.select(cfg, "da.method", default=None)
+    if method not in (None, "none") and not OmegaConf.select(cfg, "da.target_root", default=None):
+        errors.append(
+            f"da={method} needs unlabelled target images: set da.target_root=<folder of "
+            "target-domain images> (or da=none)"
+        )
     _check_ranges(cfg, errors)
     backbone = OmegaConf.select(cfg, "model.backbone", default=None)
     if backbone is not None and _check_backbone(str(backbone), errors):
