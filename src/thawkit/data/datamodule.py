@@ -299,8 +299,8 @@ class ImageFolderDataModule(L.LightningDataModule):
             root = Path(self.target_root).expanduser()
             if not root.is_dir():
                 raise folder.DataError(
-                    f"da.target_root={root} is not a folder. Point it at a folder of target-domain "
-                    "images (for the shifted digits example: python -m thawkit.data.shifted_digits)."
+                    f"da.target_root={root} is not a folder. Point it at a folder of target-"
+                    "domain images (the shifted digits: python -m thawkit.data.shifted_digits)."
                 )
             paths = [str(p) for p in folder._image_files(root)]
             if self.check_images:
