@@ -137,6 +137,12 @@ def test_domain_adaptation_config_errors_name_the_fix() -> None:
     with pytest.raises(ValueError, match="da.weight"):
         DomainAdaptation("mmd", target_root="x", weight=-1)
     assert DomainAdaptation().build_loss(8) is None and not DomainAdaptation().enabled
+
+
+def test_target_folder_without_a_method_warns(caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="thawkit.domain"):
+        DomainAdaptation("none", target_root="/data/target")
+    assert "set but da=none" in caplog.text
     assert isinstance(DomainAdaptation("dann", "x").build_loss(8), DANNLoss)
     assert isinstance(DomainAdaptation("mmd", "x").build_loss(8), MMDLoss)
 

@@ -22,6 +22,7 @@ folders and the loss's knobs, and builds the loss module (`DANNLoss` or `MMDLoss
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -29,6 +30,8 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 DA_METHODS = ("none", "dann", "mmd")
 MMD_ESTIMATORS = ("biased", "unbiased")
@@ -269,6 +272,12 @@ class DomainAdaptation:
             )
         if estimator not in MMD_ESTIMATORS:
             raise ValueError(f"da.estimator={estimator!r} is not one of {MMD_ESTIMATORS}")
+        if method == "none" and target_root:
+            log.warning(
+                "da.target_root=%s is set but da=none: the target images are not used. Set "
+                "da=dann or da=mmd to adapt to them.",
+                target_root,
+            )
         self.method = method
         self.target_root = target_root
         self.target_val_root = target_val_root

@@ -341,7 +341,8 @@ class FineTuneModule(L.LightningModule):
         features = self.forward_features(torch.cat([x, target]))
         source_f, target_f = features[: len(x)], features[len(x) :]
         loss = self._step((x, y), "train", logits=self.head(source_f))
-        progress = self.global_step / max(1, self.trainer.estimated_stepping_batches)
+        total = self.trainer.estimated_stepping_batches  # inf for an open-ended run: no ramp
+        progress = self.global_step / total if 0 < total < float("inf") else 1.0
         da_loss, ramp = self.domain_loss(source_f, target_f, progress)
         self.log("train/da_loss", da_loss, on_step=True, on_epoch=True, batch_size=len(x),
                  sync_dist=True)  # fmt: skip
