@@ -41,8 +41,10 @@ SUMMARY_FILE = "summary.json"
 _SKIP = {"checkpoints", "tensorboard", "plots", ".submitit", ".hydra"}
 # Columns the report fills itself; an override of the same name is shown there.
 _FIXED = ["strategy", "backbone", "seed"]
-_BEST_KEYS = ["best/epoch", "best/val/acc", "best/val/loss", "best/val/f1_macro"]
-_BEST_KEYS.append("best/target/acc")  # domain adaptation: accuracy on the labelled target
+# best/target/acc: domain adaptation's accuracy on the labelled target folder (da=...).
+_BEST_KEYS = [
+    "best/epoch", "best/val/acc", "best/val/loss", "best/val/f1_macro", "best/target/acc",
+]  # fmt: skip
 NO_RECORD = "no result.json or summary.json: the job was killed, or is still running"
 
 

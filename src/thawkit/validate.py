@@ -42,7 +42,7 @@ _EXTRA_KEYS = {"model": {"reset_head"}}
 # Arguments `thawkit.train.build` passes itself: allowed, but not offered as config keys.
 _INJECTED = {
     "model": {"num_classes", "class_names", "class_weights", "optimizer", "scheduler"},
-    "data": {"preprocessing"},
+    "data": {"preprocessing", "target_root", "target_val_root"},  # the last two from `da`
     "trainer": {"callbacks", "logger", "plugins"},
 }
 # Sub-dicts passed on as keyword arguments: their keys must be parameters of these callables.
