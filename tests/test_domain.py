@@ -7,6 +7,7 @@ import logging
 import math
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -14,6 +15,7 @@ from lightning.pytorch.utilities import CombinedLoader
 from PIL import Image
 
 from conftest import TINY_BACKBONE, make_image_folder, tiny_cfg
+from finetune_probe import fit_with_probe
 from thawkit.backbone import resolve_preprocessing
 from thawkit.data import ImageFolderDataModule
 from thawkit.data.shifted_digits import shift_digit
@@ -245,6 +247,42 @@ def test_adaptation_runs_end_to_end(method: str, tmp_path: Path, caplog) -> None
     ckpt = Path(cfg.paths.output_dir) / summary["checkpoint"]
     module = FineTuneModule.load_from_checkpoint(ckpt, map_location="cpu", weights="none")
     assert module.domain_loss is None
+
+
+class _StopAfter(L.Callback):
+    """Stops a fit after `epochs` epochs, as an interruption would (same LR schedule)."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch + 1 >= self.epochs:
+            trainer.should_stop = True
+
+
+def test_adapted_run_resumes_exactly(tmp_path: Path) -> None:
+    """Stopped after 2 of 3 epochs and resumed == 3 epochs straight, domain classifier included.
+
+    The target images' order and augmentation are keyed by (seed, epoch, position) as the
+    source's are, so the resumed epoch draws the same target batches.
+    """
+    images = make_image_folder(tmp_path / "images", (12, 12), ("train", "val"))
+    target = _target_folder(tmp_path / "target", n=7)
+
+    def cfg(name: str):
+        overrides = ["da=dann", f"da.target_root={target}", "trainer.max_epochs=3"]
+        return tiny_cfg(tmp_path / name, overrides, data_root=images)
+
+    cfg_a = cfg("a")
+    fit_with_probe(cfg_a, _StopAfter(2))
+    last = Path(cfg_a.paths.output_dir) / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 1
+    _, resumed, _ = fit_with_probe(cfg("b"), ckpt_path=last)
+    _, straight, _ = fit_with_probe(cfg("c"))
+    a, b = resumed.state_dict(), straight.state_dict()
+    assert any(k.startswith("domain_loss.classifier.") for k in a)
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6), key
 
 
 def test_target_accuracy_is_measured_without_adaptation(tmp_path: Path) -> None:
