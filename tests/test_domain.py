@@ -297,8 +297,9 @@ def test_target_accuracy_is_measured_without_adaptation(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------- the example, measured
-# Mean gain in target accuracy of da=mmd over da=none (3 seeds) that the slow test requires.
-MIN_MEAN_GAIN = 0.08
+# Mean gain in target accuracy of da=mmd over da=none (3 seeds) that the slow test requires:
+# about half the measured +0.230 (none 0.204/0.189/0.193, mmd 0.393/0.437/0.444).
+MIN_MEAN_GAIN = 0.12
 
 
 def _digits_shift_target_acc(tmp_path: Path, method: str, seed: int) -> float:
@@ -339,9 +340,10 @@ def _digits_shift_target_acc(tmp_path: Path, method: str, seed: int) -> float:
 def test_adaptation_beats_no_adaptation_on_shifted_digits(tmp_path: Path) -> None:
     """MMD lifts target accuracy on the shifted digits, seed by seed and on average.
 
-    Measured (2-core CPU, ~2 min per run without adaptation, ~4 with): see the README section
-    (docs/readme/domain_adaptation.md). Asserted with slack: every seed gains, and the mean
-    gain is at least MIN_MEAN_GAIN.
+    Six runs of experiment=digits_shift (bundled EfficientNet-Lite0, 32 px, 8 epochs): 23 min
+    on a shared 2-core CPU. The target accuracy is the one at the checkpointed epoch (best
+    source val/acc). Asserted with slack: every seed gains, and the mean gain is at least
+    MIN_MEAN_GAIN (measured: +0.189, +0.248, +0.252; docs/readme/domain_adaptation.md).
     """
     seeds = (0, 1, 2)
     none = [_digits_shift_target_acc(tmp_path, "none", s) for s in seeds]
