@@ -103,7 +103,22 @@ def check_ablation(jobs: list[dict[str, str]], compose_one: Callable) -> None:
         assert cfg.seed == int(job["seed"])
 
 
+def check_digits_shift(jobs: list[dict[str, str]], compose_one: Callable) -> None:
+    assert len(jobs) == 9
+    assert {j["da"] for j in jobs} == {"none", "dann", "mmd"}
+    assert {j["seed"] for j in jobs} == {"0", "1", "2"}
+    for job in one_seed(jobs):
+        cfg = compose_one(job)
+        check_strategy_defaults(cfg, "full")
+        assert cfg.da.method == job["da"] and cfg.data.root is None
+        assert cfg.da.target_root.endswith("digits_shifted/unlabelled")
+        assert cfg.da.target_val_root.endswith("digits_shifted/test")
+        assert cfg.data.image_size == 32 and cfg.data.augment.hflip == 0.0
+        assert cfg.trainer.max_epochs == 8
+
+
 CHECKS = {
+    "digits_shift": check_digits_shift,
     "compare_strategies": check_compare_strategies,
     "unfreeze_schedules": check_unfreeze_schedules,
     "ablation": check_ablation,

@@ -22,7 +22,8 @@ What is trained never changes silently:
 - Caching stays off, with an info line naming the reason, when: Mixup/CutMix is active that epoch
   (mixing features is not mixing images), `bn_policy=none` (frozen groups would update their
   statistics), the backbone's training forward differs from its evaluation forward (dropout or
-  stochastic depth in the backbone: checked on the first batch), or several processes train (DDP).
+  stochastic depth in the backbone: checked on the first batch), several processes train (DDP),
+  or domain adaptation is on (its loss needs features computed with gradients, `thawkit.domain`).
 
 Features are looked up by a cache key over everything that determines them (backbone name,
 weights source, a digest of every parameter and buffer, the transform, the image source, the
@@ -234,6 +235,14 @@ class FeatureCache:
             # so the data module must hand it its own loaders.
             self._say(
                 f"off, {trainer.world_size} processes train (DDP): every epoch runs the backbone."
+            )
+            return
+        if getattr(module, "domain_loss", None) is not None:
+            # Not attached: the domain loss needs backbone features of source and target images
+            # computed with gradients in every step.
+            self._say(
+                "off, domain adaptation (da) trains on source and target features computed "
+                "with gradients in every step: every epoch runs the backbone."
             )
             return
         if not batchnorm.stats_frozen(module.hparams.bn_policy, False):

@@ -29,6 +29,7 @@ from torchmetrics.classification import (
 
 from thawkit import batchnorm
 from thawkit.backbone import Backbone, LayerGroup, build_backbone
+from thawkit.domain import DomainAdaptation, DomainBatch
 from thawkit.head import Head
 from thawkit.lifecycle import check_loss
 from thawkit.loss import soft_target_cross_entropy
@@ -68,6 +69,9 @@ class FineTuneModule(L.LightningModule):
         bn_freeze_affine: also freeze BatchNorm weight/bias where statistics are frozen.
         class_names: names of the classes, saved with the checkpoint for prediction.
         class_weights: per-class loss weights, or None.
+        domain_adaptation: the `da` config (`thawkit.domain.DomainAdaptation`): with a method,
+            training batches carry target images and the step adds the domain loss. Not saved
+            in the hyperparameters: a checkpoint loaded for prediction has no domain loss.
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class FineTuneModule(L.LightningModule):
         bn_freeze_affine: bool = False,
         class_names: Sequence[str] | None = None,
         class_weights: Sequence[float] | None = None,
+        domain_adaptation: DomainAdaptation | None = None,
     ) -> None:
         super().__init__()
         if lr <= 0:
@@ -98,7 +103,9 @@ class FineTuneModule(L.LightningModule):
         class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         # Plain containers only: the checkpoint must load with torch.load(weights_only=True).
         head = OmegaConf.to_container(head) if isinstance(head, DictConfig) else dict(head or {})
-        self.save_hyperparameters(ignore=["optimizer", "scheduler", "class_weights"])
+        self.save_hyperparameters(
+            ignore=["optimizer", "scheduler", "class_weights", "domain_adaptation"]
+        )
         self.backbone: Backbone = build_backbone(backbone, weights)
         self.head = Head(self.backbone.num_features, num_classes, **(head or {}))
         self.optimizer_factory = optimizer or torch.optim.AdamW
@@ -121,6 +128,11 @@ class FineTuneModule(L.LightningModule):
         # A weight regularizer (thawkit.regularize) attaches itself here for a fit; its
         # penalty is added to the training loss and logged as train/penalty.
         self.regularizer: Any = None
+        # Domain adaptation (thawkit.domain): the loss on source and target features (a DANN
+        # domain classifier trains with the head), and accuracy on a labelled target folder.
+        da = domain_adaptation
+        self.domain_loss = da.build_loss(self.backbone.num_features) if da is not None else None
+        self.target_metrics = _metrics(num_classes, "target/")
         self._apply_frozen_state()
 
     # ----------------------------------------------------------------- frozen state
@@ -202,6 +214,10 @@ class FineTuneModule(L.LightningModule):
             checkpoint["thawkit"]["data"] = data
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.domain_loss is None:  # loaded for prediction: the domain classifier is not used
+            state = checkpoint.get("state_dict", {})
+            for key in [k for k in state if k.startswith("domain_loss.")]:
+                del state[key]
         # Runs before the optimizer is rebuilt: the resumed run trains exactly what it trained.
         state = checkpoint.get("thawkit")
         if state:
@@ -278,9 +294,14 @@ class FineTuneModule(L.LightningModule):
             logits, targets, self.class_weights, self.hparams.label_smoothing
         )
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+    def _step(
+        self,
+        batch: tuple[torch.Tensor, torch.Tensor],
+        stage: str,
+        logits: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         x, y = batch
-        logits = self(x)
+        logits = self(x) if logits is None else logits
         loss = self.loss(logits, y)
         hard = y.argmax(-1) if y.ndim == 2 else y
         metrics = {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}
@@ -293,13 +314,19 @@ class FineTuneModule(L.LightningModule):
         # objects below synchronise themselves). A no-op on one device.
         self.log(
             f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
-            batch_size=len(x), sync_dist=True,
+            batch_size=len(x), sync_dist=True, add_dataloader_idx=False,
         )  # fmt: skip
-        self.log_dict(metrics[stage], on_step=False, on_epoch=True, prog_bar=stage != "train")
+        self.log_dict(
+            metrics[stage], on_step=False, on_epoch=True, prog_bar=stage != "train",
+            add_dataloader_idx=False,
+        )  # fmt: skip
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss = self._step(batch, "train")
+        if self.domain_loss is not None and isinstance(batch, DomainBatch):
+            loss = self._domain_step(batch)
+        else:
+            loss = self._step(batch, "train")
         if self.regularizer is not None:
             penalty = self.regularizer.penalty(self)
             n = len(batch[0])
@@ -308,8 +335,36 @@ class FineTuneModule(L.LightningModule):
         check_loss(self, loss, batch_idx)  # a NaN loss stops the run before backward
         return loss
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if dataloader_idx == 1:  # the labelled target folder (da.target_val_root)
+            self._target_step(batch)
+            return
         self._step(batch, "val")
+
+    def _domain_step(self, batch: DomainBatch) -> torch.Tensor:
+        """Source classification loss + the domain loss between source and target features."""
+        x, y, target = batch
+        # One forward over both domains, as DANN/DAN implementations do: BatchNorm layers that
+        # train normalise with statistics of the mixed batch.
+        features = self.forward_features(torch.cat([x, target]))
+        source_f, target_f = features[: len(x)], features[len(x) :]
+        loss = self._step((x, y), "train", logits=self.head(source_f))
+        total = self.trainer.estimated_stepping_batches  # inf for an open-ended run: no ramp
+        progress = self.global_step / total if 0 < total < float("inf") else 1.0
+        da_loss, ramp = self.domain_loss(source_f, target_f, progress)
+        self.log("train/da_loss", da_loss, on_step=True, on_epoch=True, batch_size=len(x),
+                 sync_dist=True)  # fmt: skip
+        self.log("train/da_ramp", ramp, on_step=True, on_epoch=False, batch_size=len(x))
+        return loss + da_loss
+
+    def _target_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        x, y = batch
+        logits = self(x)
+        loss = self.loss(logits, y)
+        self.target_metrics.update(logits.detach(), y)
+        self.log("target/loss", loss, on_step=False, on_epoch=True, batch_size=len(x),
+                 sync_dist=True, add_dataloader_idx=False)  # fmt: skip
+        self.log_dict(self.target_metrics, on_step=False, on_epoch=True, add_dataloader_idx=False)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "test")
@@ -344,6 +399,8 @@ class FineTuneModule(L.LightningModule):
         hp = self.hparams
         layered: list[tuple[str, list[nn.Parameter]]] = [(HEAD, list(self.head.parameters()))]
         layered += [(g.name, g.params) for g in self.groups_top_down]
+        if self.domain_loss is not None:  # a DANN domain classifier trains with the head
+            layered[0][1].extend(self.domain_loss.parameters())
         groups = []
         for depth, (name, params) in enumerate(layered):
             lr = hp.lr * hp.lr_decay**depth

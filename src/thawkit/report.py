@@ -41,7 +41,10 @@ SUMMARY_FILE = "summary.json"
 _SKIP = {"checkpoints", "tensorboard", "plots", ".submitit", ".hydra"}
 # Columns the report fills itself; an override of the same name is shown there.
 _FIXED = ["strategy", "backbone", "seed"]
-_BEST_KEYS = ["best/epoch", "best/val/acc", "best/val/loss", "best/val/f1_macro"]
+# best/target/acc: domain adaptation's accuracy on the labelled target folder (da=...).
+_BEST_KEYS = [
+    "best/epoch", "best/val/acc", "best/val/loss", "best/val/f1_macro", "best/target/acc",
+]  # fmt: skip
 NO_RECORD = "no result.json or summary.json: the job was killed, or is still running"
 
 
@@ -221,7 +224,8 @@ def markdown(
     metric, mode = rows[0]["metric"], rows[0]["mode"]
     failed = [r for r in rows if r["status"] != "completed"]
     factors, groups = group_rows(rows)
-    tests = [k for k in ("test/acc", "test/f1_macro") if any(r.get(k) is not None for r in rows)]
+    shown = ("test/acc", "test/f1_macro", "best/target/acc")
+    tests = [k for k in shown if any(r.get(k) is not None for r in rows)]
     lines = [
         f"# Sweep summary: {title}",
         "",

@@ -108,6 +108,10 @@ class RunSummary(L.Callback):
             "val/acc",
             "val/f1_macro",
             "val/recall_macro",
+            "train/da_loss_epoch",
+            "target/loss",
+            "target/acc",
+            "target/f1_macro",
         ):
             if key in metrics:
                 row[key.replace("_epoch", "")] = _num(metrics[key])
@@ -153,7 +157,8 @@ class RunSummary(L.Callback):
             return {}
         pick = max if self.mode == "max" else min
         best = pick(rows, key=lambda r: r[self.monitor])  # first of equals, as checkpointing
-        return {k: best[k] for k in ("epoch", "val/acc", "val/loss", "val/f1_macro") if k in best}
+        keys = ("epoch", "val/acc", "val/loss", "val/f1_macro", "target/acc")
+        return {k: best[k] for k in keys if k in best}
 
     def confusion_matrices(self) -> dict[str, dict[str, Any]]:
         """Validation matrix of the best epoch and the test matrix (rows: true class)."""

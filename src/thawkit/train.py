@@ -24,6 +24,7 @@ from thawkit.backbone import resolve_preprocessing
 from thawkit.data import ImageFolderDataModule
 from thawkit.ddp import check_strategy
 from thawkit.ema import EMA
+from thawkit.domain import DomainAdaptation
 from thawkit.lifecycle import AtomicCheckpointIO, RunGuard
 from thawkit.module import FineTuneModule
 from thawkit.rundir import check_checkpoint_fits, prepare_run_dir, resumed_config
@@ -41,7 +42,13 @@ def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Tra
     if cfg.get("seed") is not None:
         L.seed_everything(seed, workers=True)
     preprocessing = resolve_preprocessing(cfg.model.backbone)
-    datamodule: ImageFolderDataModule = instantiate(cfg.data, preprocessing=preprocessing)
+    # Domain adaptation (conf/da): the target folders go to the data, the loss to the model.
+    da: DomainAdaptation | None = instantiate(cfg.da) if cfg.get("da") else None
+    targets = {"target_root": da.target_root if da and da.enabled else None,
+               "target_val_root": da.target_val_root if da else None}  # fmt: skip
+    datamodule: ImageFolderDataModule = instantiate(
+        cfg.data, preprocessing=preprocessing, **targets
+    )
     datamodule.prepare_data()
     datamodule.setup("fit")
     auto_choice = resolve_auto(cfg, datamodule)  # strategy=auto: decide now, before the model
@@ -54,6 +61,7 @@ def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Tra
         class_weights=datamodule.class_weights,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler),
+        domain_adaptation=da,
     )
     init_head_from_checkpoint(model, str(cfg.model.weights), reset_head)
     summary = RunSummary(
@@ -66,6 +74,7 @@ def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Tra
             "class_counts": datamodule.class_counts,
             "skipped_files": datamodule.skipped_files,
             "image_size": datamodule.image_size,
+            "da": da.method if da else "none",
         },
     )
     if auto_choice is not None:

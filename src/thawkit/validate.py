@@ -26,6 +26,7 @@ from thawkit.batchnorm import BN_POLICIES
 from thawkit.data.imbalance import IMBALANCE_MODES, LOSS_WEIGHTINGS, SAMPLER_WEIGHTINGS
 from thawkit.data.mixing import MIX_MODES, BatchMixer
 from thawkit.data.transforms import AUGMENT_PRESETS, AUTO_AUGMENTS, train_transform
+from thawkit.domain import DA_METHODS, MMD_ESTIMATORS
 from thawkit.head import HEAD_KINDS, Head
 from thawkit.schedule import SCHEDULES
 
@@ -33,7 +34,7 @@ from thawkit.schedule import SCHEDULES
 TOP_LEVEL = {
     "data", "model", "strategy", "optimizer", "scheduler", "callbacks", "logger", "trainer",
     "paths", "seed", "ckpt_path", "resume", "optimized_metric", "hydra",
-    "regularizer", "ema", "ema_decay",
+    "regularizer", "ema", "ema_decay", "da",
 }  # fmt: skip
 # Keys Hydra's instantiate reads itself.
 _HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
@@ -42,7 +43,7 @@ _EXTRA_KEYS = {"model": {"reset_head"}}
 # Arguments `thawkit.train.build` passes itself: allowed, but not offered as config keys.
 _INJECTED = {
     "model": {"num_classes", "class_names", "class_weights", "optimizer", "scheduler"},
-    "data": {"preprocessing"},
+    "data": {"preprocessing", "target_root", "target_val_root"},  # the last two from `da`
     "trainer": {"callbacks", "logger", "plugins"},
 }
 # Sub-dicts passed on as keyword arguments: their keys must be parameters of these callables.
@@ -162,6 +163,10 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "regularizer.strength": (lambda v: v >= 0, ">= 0"),
     "regularizer.fisher_batches": (lambda v: v >= 1, ">= 1"),
     "ema_decay": (lambda v: 0 < v < 1, "(0, 1), e.g. 0.999"),
+    "da.weight": (lambda v: v >= 0, ">= 0"),
+    "da.gamma": (lambda v: v > 0, "> 0"),
+    "da.kernel_mul": (lambda v: v > 0, "> 0"),
+    "da.kernel_num": (lambda v: v >= 1, ">= 1"),
 }
 
 
@@ -240,6 +245,14 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "data.imbalance.loss_weighting", LOSS_WEIGHTINGS, errors)
     _choice(cfg, "model.bn_policy", BN_POLICIES, errors)
     _choice(cfg, "model.head.kind", HEAD_KINDS, errors)
+    _choice(cfg, "da.method", DA_METHODS, errors)
+    _choice(cfg, "da.estimator", MMD_ESTIMATORS, errors)
+    method = OmegaConf.select(cfg, "da.method", default=None)
+    if method not in (None, "none") and not OmegaConf.select(cfg, "da.target_root", default=None):
+        errors.append(
+            f"da={method} needs unlabelled target images: set da.target_root=<folder of "
+            "target-domain images> (or da=none)"
+        )
     _check_ranges(cfg, errors)
     backbone = OmegaConf.select(cfg, "model.backbone", default=None)
     if backbone is not None and _check_backbone(str(backbone), errors):

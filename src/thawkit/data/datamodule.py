@@ -6,14 +6,16 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from torch.utils.data import DataLoader, Dataset
+from lightning.pytorch.utilities import CombinedLoader
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from thawkit.backbone import Preprocessing, resolve_preprocessing
 from thawkit.data import folder
@@ -29,8 +31,10 @@ from thawkit.data.imbalance import (
 )
 from thawkit.data.mixing import BatchMixer
 from thawkit.data.transforms import eval_transform, train_transform
+from thawkit.domain import DomainBatch
 from thawkit.seeding import (
     MIX,
+    ORDER,
     SeededEpochSampler,
     SeededSamples,
     batch_position,
@@ -47,6 +51,9 @@ BAD_IMAGE_POLICIES = ("skip", "error")
 # the default run inside a CPU budget.
 DIGITS_IMAGE_SIZE = 64
 COUNTS_TAG = "data/class_counts"
+# Seed stream of the unlabelled target images' order and augmentation (domain adaptation): not
+# one of thawkit.seeding's stream ids, so target draws never repeat the source's.
+TARGET_STREAM = 101
 
 
 class ImageDataset(Dataset):
@@ -66,6 +73,31 @@ class ImageDataset(Dataset):
         path, label = self.samples[i]
         image = self.images.load(path) if self.images is not None else folder.load_rgb(path)
         return self.transform(image), label
+
+
+class CyclingSampler(Sampler[int]):
+    """`num_samples` indices per epoch from back-to-back permutations of `n` items.
+
+    The unlabelled target set gets exactly as many draws per epoch as the source set, whatever
+    its size, so turning domain adaptation on changes neither the epoch's length nor the steps
+    the LR schedule counts. Seeded by (seed, epoch), like the source order.
+    """
+
+    def __init__(self, n: int, num_samples: int, seed: int, epoch: int = 0) -> None:
+        self.n, self.num_samples, self.seed, self.epoch = n, num_samples, seed, epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        order: list[int] = []
+        for k in range(math.ceil(self.num_samples / self.n)):
+            g = torch.Generator().manual_seed(derive_seed(self.seed, ORDER, self.epoch, k))
+            order += torch.randperm(self.n, generator=g).tolist()
+        return iter(order[: self.num_samples])
+
+    def __len__(self) -> int:
+        return self.num_samples
 
 
 def _one_thread_per_worker(_: int) -> None:
@@ -156,6 +188,11 @@ class ImageFolderDataModule(L.LightningDataModule):
         mix: keyword arguments of `thawkit.data.mixing.BatchMixer` (mode, alphas, ...).
         imbalance: `mode` (none | sampler | loss | both), `sampler_weighting`,
             `loss_weighting`, `beta` (see `thawkit.data.imbalance`).
+        target_root: domain adaptation: a folder of unlabelled target-domain images (nested
+            folders allowed, their names ignored). Training batches then carry a target batch
+            (`thawkit.domain.DomainBatch`), with the training transform and no mixing.
+        target_val_root: a labelled target folder (`<class>/` folders named as the source's
+            classes), served as a second validation loader (`target/acc`).
     """
 
     def __init__(
@@ -174,6 +211,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         augment: Mapping[str, Any] | None = None,
         mix: Mapping[str, Any] | None = None,
         imbalance: Mapping[str, Any] | None = None,
+        target_root: str | None = None,
+        target_val_root: str | None = None,
     ) -> None:
         super().__init__()
         if preprocessing is None:
@@ -226,6 +265,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.feature_source: Any = None
         self._ready = False
         self._counts_logged_to: set[int] = set()
+        self.target_root, self.target_val_root = target_root, target_val_root
+        self.target_samples: list[folder.Sample] = []
+        self.target_val_samples: list[folder.Sample] = []
 
     # ----------------------------------------------------------------- setup
     def prepare_data(self) -> None:
@@ -249,6 +291,45 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.splits = splits
         self.mixer = BatchMixer(num_classes=self.num_classes, **self.mix_cfg)
         log.info("Images per class:\n%s", counts_table(self.class_counts))
+        self._scan_target()
+
+    def _scan_target(self) -> None:
+        """The unlabelled target images and the labelled target folder (domain adaptation)."""
+        if self.target_root is not None:
+            root = Path(self.target_root).expanduser()
+            if not root.is_dir():
+                raise folder.DataError(
+                    f"da.target_root={root} is not a folder. Point it at a folder of target-"
+                    "domain images (the shifted digits: python -m thawkit.data.shifted_digits)."
+                )
+            paths = [str(p) for p in folder._image_files(root)]
+            if self.check_images:
+                bad = folder.find_bad_images(paths)
+                for p, why in bad.items():
+                    log.warning("Skipping unreadable target image %s (%s)", p, why)
+                paths = [p for p in paths if p not in bad]
+            if not paths:
+                raise folder.DataError(
+                    f"da.target_root={root} holds no readable images "
+                    f"({', '.join(folder.IMG_EXTENSIONS)}). Add target-domain images to it."
+                )
+            self.target_samples = [(p, -1) for p in paths]  # unlabelled
+            log.info("Domain adaptation: %d unlabelled target images in %s", len(paths), root)
+        if self.target_val_root is not None:
+            root = Path(self.target_val_root).expanduser()
+            if not root.is_dir():
+                raise folder.DataError(
+                    f"da.target_val_root={root} is not a folder. Point it at labelled target "
+                    "images in class folders named as the training classes, or set it to null."
+                )
+            _, samples = folder._read_split(root, self.class_names)
+            if self.check_images:
+                bad = folder.find_bad_images([p for p, _ in samples])
+                for p, why in bad.items():
+                    log.warning("Skipping unreadable target image %s (%s)", p, why)
+                samples = [s for s in samples if s[0] not in bad]
+            self.target_val_samples = samples
+            log.info("Domain adaptation: %d labelled target images in %s", len(samples), root)
 
     def _drop_bad_images(
         self, root: str, splits: dict[str, list[folder.Sample]]
@@ -369,10 +450,54 @@ class ImageFolderDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._wrap("train", self._loader("train", train=True))
+        loader = self._wrap("train", self._loader("train", train=True))
+        if not self.target_samples:
+            return loader
+        # Each step gets a source batch and a target batch (on_after_batch_transfer makes them
+        # one DomainBatch); both loaders have the same length, so the epoch is the source's.
+        target = self._target_loader(len(loader.sampler))
+        return CombinedLoader({"source": loader, "target": target}, mode="max_size_cycle")
 
-    def val_dataloader(self) -> DataLoader:
-        return self._wrap("val", self._loader("val", train=False))
+    def _target_loader(self, num_samples: int) -> DataLoader:
+        transform = train_transform(self.preprocessing, self.image_size, **self.augment)
+        dataset = SeededSamples(ImageDataset(self.target_samples, transform, self.image_cache))
+        trainer = self.trainer
+        epoch = trainer.current_epoch if trainer is not None else 0
+        seed = derive_seed(self._seed, TARGET_STREAM)
+        cycle = CyclingSampler(len(self.target_samples), num_samples, seed, epoch)
+
+        def skip() -> int:
+            return batches_done_in_epoch(trainer) * self.batch_size
+
+        sampler = SeededEpochSampler(num_samples, seed, epoch, cycle, skip)
+        world = trainer.world_size if trainer is not None else 1
+        per_rank = math.ceil(num_samples / world)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=per_rank > 1 and per_rank % self.batch_size == 1,  # as the source's
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            worker_init_fn=_one_thread_per_worker if self.num_workers > 0 else None,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        loader = self._wrap("val", self._loader("val", train=False))
+        if not self.target_val_samples:
+            return loader
+        target = ImageDataset(
+            self.target_val_samples, eval_transform(self.preprocessing, self.image_size)
+        )
+        target_loader = DataLoader(
+            target,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            worker_init_fn=_one_thread_per_worker if self.num_workers > 0 else None,
+        )
+        return [loader, target_loader]
 
     def _wrap(self, split: str, loader: DataLoader) -> Any:
         return loader if self.feature_source is None else self.feature_source.wrap(split, loader)
@@ -388,6 +513,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         return bool(self.splits.get("test"))
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, dict) and "target" in batch:  # domain adaptation: mix the source
+            x, y = self.on_after_batch_transfer(batch["source"], dataloader_idx)
+            return DomainBatch(x, y, batch["target"][0])
         # Mixing runs on the device, after the transfer: whole batches, not single images.
         trainer = self.trainer
         if trainer is None or not trainer.training or self.mixer is None:
