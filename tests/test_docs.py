@@ -94,21 +94,21 @@ def test_a_new_group_and_a_new_choice_fail_until_documented(scratch_repo) -> Non
     import config_docs
 
     conf, docs = scratch_repo
-    (conf / "ema").mkdir()
-    (conf / "ema" / "on.yaml").write_text("# @package callbacks.ema\ndecay: 0.999\n")
-    (conf / "strategy" / "auto.yaml").write_text(
-        "# @package _global_\nstrategy:\n  name: auto\n  initial_groups: 0\n"
+    (conf / "newgroup").mkdir()
+    (conf / "newgroup" / "on.yaml").write_text("# @package callbacks.newgroup\ndecay: 0.999\n")
+    (conf / "strategy" / "newchoice.yaml").write_text(
+        "# @package _global_\nstrategy:\n  name: newchoice\n  initial_groups: 0\n"
     )
     found = config_docs.problems()
-    assert any("conf/ema/ has no options table in docs/config/ema.md" in p for p in found)
-    assert any("choice columns" in p and "'auto'" in p for p in found)
+    assert any("conf/newgroup/ has no options table in docs/config/newgroup.md" in p for p in found)
+    assert any("choice columns" in p and "'newchoice'" in p for p in found)
 
     config_docs.write()  # skeleton page and column; then the hand-written parts
     found = config_docs.problems()
-    empty = "docs/config/ema.md, `callbacks.ema.decay`: the 'when to change it' cell is empty"
+    empty = "docs/config/newgroup.md, `callbacks.newgroup.decay`: the 'when to change it' cell is empty"
     assert f"{empty}: write it" in found
-    assert "docs/config/README.md does not link ema.md: add it to the index" in found
-    assert (docs / "ema.md").read_text().count("<!-- options: ema -->") == 1
+    assert "docs/config/README.md does not link newgroup.md: add it to the index" in found
+    assert (docs / "newgroup.md").read_text().count("<!-- options: newgroup -->") == 1
 
 
 def test_the_pages_are_what_the_rewrite_writes(scratch_repo) -> None:
