@@ -218,7 +218,7 @@ def main() -> None:
         f"epochs, batch size {args.batch_size}, {args.repeats} repeat(s) (seeds 0..), medians. "
         f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
         f"no GPU; load average {load_before[0]:.1f} before and {load_after[0]:.1f} after "
-        f"(other jobs shared the cores). Whole benchmark: {total / 60:.1f} min.",
+        f"(the benchmark's own processes included). Whole benchmark: {total / 60:.1f} min.",
         "",
     ]
     for strategy in args.strategies:

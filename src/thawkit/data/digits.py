@@ -44,17 +44,26 @@ def export_digits(root: str | Path = DEFAULT_ROOT, seed: int = 0) -> Path:
             folder = tmp / split / str(digits.target[i])
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(images[i], mode="L").save(folder / f"{i:04d}.png")
-    (tmp / _MARKER).write_text("scikit-learn digits, 70/15/15 stratified split\n")
-    if (root / _MARKER).exists():  # another process finished first
+    publish(tmp, root, _MARKER, "scikit-learn digits, 70/15/15 stratified split\n")
+    log.info("Exported scikit-learn digits to %s", root)
+    return root
+
+
+def publish(tmp: Path, root: Path, marker: str, description: str) -> None:
+    """Move the fully written folder `tmp` to `root`, marked complete by the file `marker`.
+
+    Safe when several processes export at once (the first to finish wins, the others drop
+    their copy); a half-written `root` left by an interrupted export is replaced.
+    """
+    (tmp / marker).write_text(description)
+    if (root / marker).exists():  # another process finished first
         shutil.rmtree(tmp)
-        return root
+        return
     if root.exists():  # a half-written folder from an older interrupted export
         shutil.rmtree(root)
     try:
         os.replace(tmp, root)
     except OSError:
-        if not (root / _MARKER).exists():
+        if not (root / marker).exists():
             raise
         shutil.rmtree(tmp)
-    log.info("Exported scikit-learn digits to %s", root)
-    return root

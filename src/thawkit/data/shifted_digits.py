@@ -26,12 +26,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from thawkit.data.digits import publish
 
 log = logging.getLogger(__name__)
 
@@ -123,20 +124,12 @@ def export_shifted_digits(
         folder.mkdir(parents=True, exist_ok=True)
         image = shift_digit(images[i], photos, rng, size)
         Image.fromarray(image, mode="RGB").save(folder / f"{i:04d}.png")
-    (tmp / _MARKER).write_text(
-        f"scikit-learn digits on scikit-image/scikit-learn photo patches, {size} px, seed {seed}\n"
+    publish(
+        tmp,
+        root,
+        _MARKER,
+        f"scikit-learn digits on scikit-image/scikit-learn photo patches, {size} px, seed {seed}\n",
     )
-    if (root / _MARKER).exists():  # another process finished first
-        shutil.rmtree(tmp)
-        return root
-    if root.exists():  # a half-written folder from an older interrupted export
-        shutil.rmtree(root)
-    try:
-        os.replace(tmp, root)
-    except OSError:
-        if not (root / _MARKER).exists():
-            raise
-        shutil.rmtree(tmp)
     log.info("Exported the shifted digits to %s", root)
     return root
 
