@@ -105,7 +105,9 @@ def test_a_new_group_and_a_new_choice_fail_until_documented(scratch_repo) -> Non
 
     config_docs.write()  # skeleton page and column; then the hand-written parts
     found = config_docs.problems()
-    empty = "docs/config/newgroup.md, `callbacks.newgroup.decay`: the 'when to change it' cell is empty"
+    empty = (
+        "docs/config/newgroup.md, `callbacks.newgroup.decay`: the 'when to change it' cell is empty"
+    )
     assert f"{empty}: write it" in found
     assert "docs/config/README.md does not link newgroup.md: add it to the index" in found
     assert (docs / "newgroup.md").read_text().count("<!-- options: newgroup -->") == 1

@@ -23,8 +23,8 @@ from thawkit.auto import resolve_auto
 from thawkit.backbone import resolve_preprocessing
 from thawkit.data import ImageFolderDataModule
 from thawkit.ddp import check_strategy
-from thawkit.ema import EMA
 from thawkit.domain import DomainAdaptation
+from thawkit.ema import EMA
 from thawkit.lifecycle import AtomicCheckpointIO, RunGuard
 from thawkit.module import FineTuneModule
 from thawkit.rundir import check_checkpoint_fits, prepare_run_dir, resumed_config
