@@ -294,6 +294,7 @@ def _probe(
     from thawkit.backbone import build_backbone
     from thawkit.data.datamodule import ImageDataset
     from thawkit.data.transforms import eval_transform
+    from thawkit.predict import quiet_loggers
 
     start = time.perf_counter()
     name, batch = str(cfg.model.backbone), datamodule.batch_size
@@ -321,7 +322,8 @@ def _probe(
     if baseline:
         with torch.random.fork_rng(devices=[]):  # the run's own random stream stays untouched
             torch.manual_seed(seed)
-            random_init = build_backbone(name, "none")
+            with quiet_loggers("thawkit.weights"):  # the baseline, not the run's backbone
+                random_init = build_backbone(name, "none")
         features, _ = _features(random_init, dataset, batch, device)
         del random_init
         base_acc, _, base_score, _ = probe_score(features, labels, seed=seed)

@@ -205,7 +205,11 @@ def _check_backbone(name: str, errors: list[str]) -> bool:
 
 def layer_group_names(backbone: str) -> list[str]:
     """The layer group names of `backbone`, built on the meta device (no memory, no weights)."""
-    with torch.device("meta"):
+    from thawkit.predict import quiet_loggers
+
+    # Only the structure is read: the weights module's "random initialisation" notice would
+    # mislead here.
+    with torch.device("meta"), quiet_loggers("thawkit.weights"):
         return [g.name for g in build_backbone(backbone, "none").groups]
 
 
