@@ -174,3 +174,14 @@ def test_job_dirnames_fit_a_file_name() -> None:
     )
     assert job_dirname("model.weights=/a/b.pth") == "model.weights=-a-b.pth"
     assert len(job_dirname(",".join(f"key{i}=value{i}" for i in range(50)))) == 200
+
+
+def test_auto_runs_show_the_strategy_auto_picked(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "0_strategy=auto", ["strategy=auto"], 0.8)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["auto"] = {"chosen": "two_phase", "reasons": ["near domain"]}
+    (run / "summary.json").write_text(json.dumps(summary))
+    other = make_run(tmp_path, "1_strategy=full", ["strategy=full"], 0.7)
+    rows = {r["job"]: r for r in report.collect(tmp_path)}
+    assert rows[run.name]["strategy"] == "auto (two_phase)"
+    assert rows[other.name]["strategy"] == "full"

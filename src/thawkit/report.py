@@ -88,6 +88,13 @@ def _parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
     return parsed
 
 
+def _strategy(summary: dict[str, Any], configured: Any) -> Any:
+    """The run's strategy; `auto (full)` for strategy=auto, naming what auto picked."""
+    strategy = summary.get("strategy") or configured
+    chosen = (summary.get("auto") or {}).get("chosen")
+    return f"{strategy} ({chosen})" if strategy == "auto" and chosen else strategy
+
+
 def read_run(run: Path, root: Path) -> dict[str, Any]:
     """One report row from a run folder's records."""
     hydra_dir = run / ".hydra"
@@ -117,7 +124,7 @@ def read_run(run: Path, root: Path) -> dict[str, Any]:
         "status": status,
         "overrides": " ".join(overrides),
         "factors": _parse_overrides(overrides),
-        "strategy": summary.get("strategy") or from_config("strategy.name"),
+        "strategy": _strategy(summary, from_config("strategy.name")),
         "backbone": summary.get("backbone") or from_config("model.backbone"),
         "seed": summary.get("seed", from_config("seed")),
         "metric": metric,
