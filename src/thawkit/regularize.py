@@ -123,13 +123,15 @@ class WeightRegularizer(L.Callback):
 
     def penalty(self, module: FineTuneModule) -> torch.Tensor:
         """strength/2 * sum over trainable backbone weights of importance * (w - w0)^2."""
+        if self.strength == 0.0:  # no pull: skip the sum over every trainable weight
+            return torch.zeros((), device=module.device)
         terms = []
         for name, p in self._trainable(module):
             sq = (p - self.anchor[name]).pow(2)
             if self.importance is not None:
                 sq = sq * self.importance[name]
             terms.append(sq.sum())
-        if not terms or self.strength == 0.0:
+        if not terms:
             return torch.zeros((), device=module.device)
         return 0.5 * self.strength * torch.stack(terms).sum()
 
@@ -330,14 +332,7 @@ def _imagenet_with_classifier(model: nn.Module, backbone: str) -> nn.Module:
     if backbone in TORCHVISION_BACKBONES:
         model.load_state_dict(weight_sources._torchvision_imagenet(backbone))
         return model
-    cfg = timm.get_pretrained_cfg(backbone)
-    cached, where = weight_sources._timm_cached_file(cfg) if cfg else (None, "")
-    if cached is None and weight_sources._offline():
-        raise weight_sources.WeightsError(
-            f"No cached ImageNet weights for {backbone} (THAWKIT_OFFLINE is set): {where}"
-        )
-    overlay = {"file": str(cached)} if cached is not None else None
-    return timm.create_model(backbone, pretrained=True, pretrained_cfg_overlay=overlay)
+    return weight_sources.timm_imagenet_model(backbone, num_classes=None)
 
 
 def _load_classifier_file(model: nn.Module, path: Path, backbone: str) -> None:

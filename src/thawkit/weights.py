@@ -138,6 +138,15 @@ def _imagenet(model: nn.Module, name: str) -> OrderedDict[str, torch.Tensor]:
 
     if name in TORCHVISION_BACKBONES:
         return _torchvision_imagenet(name)
+    return OrderedDict(timm_imagenet_model(name).state_dict())
+
+
+def timm_imagenet_model(name: str, num_classes: int | None = 0) -> nn.Module:
+    """timm's `name` with its ImageNet weights, from timm's cache (the network only online).
+
+    Args:
+        num_classes: 0 = pooled features only; None = with its ImageNet classifier.
+    """
     import timm
 
     cfg = timm.get_pretrained_cfg(name)
@@ -151,15 +160,13 @@ def _imagenet(model: nn.Module, name: str) -> OrderedDict[str, torch.Tensor]:
             f"No cached ImageNet weights for {name} (THAWKIT_OFFLINE is set): {where}"
         )
     overlay = {"file": str(cached)} if cached is not None else None
+    classes = {} if num_classes is None else {"num_classes": num_classes}
     try:
-        pretrained = timm.create_model(
-            name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay
-        )
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **classes)
     except Exception as e:
         raise WeightsError(
             f"Could not load ImageNet weights for {name}: {e}. To fix: {where}"
         ) from e
-    return OrderedDict(pretrained.state_dict())
 
 
 def _from_file(model: nn.Module, path: Path) -> OrderedDict[str, torch.Tensor]:

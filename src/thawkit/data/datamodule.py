@@ -303,11 +303,8 @@ class ImageFolderDataModule(L.LightningDataModule):
                     "domain images (the shifted digits: python -m thawkit.data.shifted_digits)."
                 )
             paths = [str(p) for p in folder._image_files(root)]
-            if self.check_images:
-                bad = folder.find_bad_images(paths)
-                for p, why in bad.items():
-                    log.warning("Skipping unreadable target image %s (%s)", p, why)
-                paths = [p for p in paths if p not in bad]
+            bad = self._unreadable_targets(paths)
+            paths = [p for p in paths if p not in bad]
             if not paths:
                 raise folder.DataError(
                     f"da.target_root={root} holds no readable images "
@@ -323,13 +320,20 @@ class ImageFolderDataModule(L.LightningDataModule):
                     "images in class folders named as the training classes, or set it to null."
                 )
             _, samples = folder._read_split(root, self.class_names)
-            if self.check_images:
-                bad = folder.find_bad_images([p for p, _ in samples])
-                for p, why in bad.items():
-                    log.warning("Skipping unreadable target image %s (%s)", p, why)
-                samples = [s for s in samples if s[0] not in bad]
-            self.target_val_samples = samples
-            log.info("Domain adaptation: %d labelled target images in %s", len(samples), root)
+            bad = self._unreadable_targets([p for p, _ in samples])
+            self.target_val_samples = [s for s in samples if s[0] not in bad]
+            log.info(
+                "Domain adaptation: %d labelled target images in %s",
+                len(self.target_val_samples),
+                root,
+            )
+
+    def _unreadable_targets(self, paths: list[str]) -> dict[str, str]:
+        """Target images that cannot be read (skipped with a warning; none when not checking)."""
+        bad = folder.find_bad_images(paths) if self.check_images else {}
+        for p, why in bad.items():
+            log.warning("Skipping unreadable target image %s (%s)", p, why)
+        return bad
 
     def _drop_bad_images(
         self, root: str, splits: dict[str, list[folder.Sample]]
@@ -438,6 +442,14 @@ class ImageFolderDataModule(L.LightningDataModule):
         world = trainer.world_size if trainer is not None else 1
         per_rank = math.ceil(len(dataset) / world)
         drop_last = train and per_rank > 1 and per_rank % self.batch_size == 1
+        return self._dataloader(dataset, sampler, drop_last)
+
+    def _dataloader(self, dataset: Any, sampler: Any = None, drop_last: bool = False) -> DataLoader:
+        """A DataLoader with the machine's settings.
+
+        Workers of one torch thread each, kept alive between epochs; pinned memory only with a
+        GPU.
+        """
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -472,16 +484,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         sampler = SeededEpochSampler(num_samples, seed, epoch, cycle, skip)
         world = trainer.world_size if trainer is not None else 1
         per_rank = math.ceil(num_samples / world)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            drop_last=per_rank > 1 and per_rank % self.batch_size == 1,  # as the source's
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            worker_init_fn=_one_thread_per_worker if self.num_workers > 0 else None,
-            pin_memory=torch.cuda.is_available(),
-        )
+        drop_last = per_rank > 1 and per_rank % self.batch_size == 1  # as the source's
+        return self._dataloader(dataset, sampler, drop_last)
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         loader = self._wrap("val", self._loader("val", train=False))
@@ -490,14 +494,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         target = ImageDataset(
             self.target_val_samples, eval_transform(self.preprocessing, self.image_size)
         )
-        target_loader = DataLoader(
-            target,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            worker_init_fn=_one_thread_per_worker if self.num_workers > 0 else None,
-        )
-        return [loader, target_loader]
+        return [loader, self._dataloader(target)]
 
     def _wrap(self, split: str, loader: DataLoader) -> Any:
         return loader if self.feature_source is None else self.feature_source.wrap(split, loader)
