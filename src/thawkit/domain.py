@@ -69,19 +69,18 @@ def _squared_distances(x: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian_kernel_bandwidths(
-    pooled: torch.Tensor, kernel_mul: float = 2.0, kernel_num: int = 5
+    d2: torch.Tensor, kernel_mul: float = 2.0, kernel_num: int = 5
 ) -> torch.Tensor:
     """Squared bandwidths: the mean pairwise squared distance times kernel_mul**k, k centred.
 
-    The base is the data's own scale (detached: the kernel is a fixed yardstick per step, not
-    something the features can shrink to zero the loss), spread over `kernel_num` octaves as in
-    DAN's multi-kernel MMD.
+    `d2` holds the pairwise squared distances of the pooled features. The base is the data's
+    own scale (detached: the kernel is a fixed yardstick per step, not something the features
+    can shrink to zero the loss), spread over `kernel_num` octaves as in DAN's multi-kernel MMD.
     """
-    n = len(pooled)
-    d2 = _squared_distances(pooled).detach()
-    base = d2.sum() / max(n * n - n, 1)
+    n = len(d2)
+    base = d2.detach().sum() / max(n * n - n, 1)
     base = base.clamp(min=1e-12)
-    exponents = torch.arange(kernel_num, dtype=pooled.dtype, device=pooled.device)
+    exponents = torch.arange(kernel_num, dtype=d2.dtype, device=d2.device)
     exponents = exponents - (kernel_num - 1) / 2
     return base * kernel_mul**exponents
 
@@ -119,8 +118,8 @@ def mmd(
     if estimator == "unbiased" and (n < 2 or m < 2):
         raise ValueError("The unbiased MMD estimator needs at least 2 samples per domain")
     pooled = torch.cat([source, target]).float()
-    bandwidths = gaussian_kernel_bandwidths(pooled, kernel_mul, kernel_num)
     d2 = _squared_distances(pooled)
+    bandwidths = gaussian_kernel_bandwidths(d2, kernel_mul, kernel_num)
     kernel = sum(torch.exp(-d2 / b) for b in bandwidths)
     k_ss, k_tt, k_st = kernel[:n, :n], kernel[n:, n:], kernel[:n, n:]
     if estimator == "biased":
