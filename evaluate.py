@@ -3,10 +3,10 @@
 import hydra
 from omegaconf import DictConfig
 
-from thawkit.evaluate import main as run
+from thawkit.inference.evaluate import main as run
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path="src/thawkit/conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

@@ -3,10 +3,10 @@
 import hydra
 from omegaconf import DictConfig
 
-from thawkit.train import main as run
+from thawkit.run.train import main as run
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="src/thawkit/conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     return run(cfg)
 

@@ -114,7 +114,7 @@ def fine_tune(data: str, run: str, args: argparse.Namespace) -> tuple:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from thawkit.train import build
+    from thawkit.run.train import build
 
     overrides = [
         f"strategy={args.strategy}", f"data.root={data}", f"data.image_size={args.size}",
@@ -155,8 +155,8 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from thawkit.backbone import build_backbone
-    from thawkit.regularize import source_classifier
+    from thawkit.models.backbone import build_backbone
+    from thawkit.transfer.regularize import source_classifier
 
     classifier = source_classifier("tf_efficientnet_lite0", "bundled")
     x, labels = photo_views()

@@ -26,7 +26,7 @@ def main() -> None:
     from torch import nn
     from torchvision import datasets, transforms
 
-    from thawkit.backbone import build_backbone
+    from thawkit.models.backbone import build_backbone
 
     start = time.perf_counter()  # imports excluded
 

@@ -59,7 +59,7 @@ def measure(settings: dict, size: int, batch: int, steps: int) -> dict:
     sys.path.insert(0, str(ROOT / "src"))
     import torch
 
-    from thawkit.backbone import build_backbone
+    from thawkit.models.backbone import build_backbone
 
     if settings.get("threads"):
         torch.set_num_threads(settings["threads"])
@@ -112,7 +112,7 @@ def measure_prefix(size: int, batch: int, steps: int) -> dict:
     sys.path.insert(0, str(ROOT / "src"))
     import torch
 
-    from thawkit.backbone import build_backbone
+    from thawkit.models.backbone import build_backbone
 
     backbone = build_backbone("tf_efficientnet_lite0", "bundled").to(
         memory_format=torch.channels_last

@@ -1,6 +1,6 @@
 """thawkit as users run it (`python train.py strategy=...`), composed from the real configs.
 
-Runs `thawkit.train.build` + `trainer.fit` (train.py's path without the test pass, as the
+Runs `thawkit.run.train.build` + `trainer.fit` (train.py's path without the test pass, as the
 other variants have no test split either). `--overrides` adds Hydra overrides, e.g.
 `speed=off` or `callbacks.speed.feature_views=1`.
 """
@@ -23,7 +23,7 @@ def main() -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from thawkit.train import build
+    from thawkit.run.train import build
 
     start = time.perf_counter()  # imports excluded
 

@@ -1,7 +1,7 @@
 """The config reference in docs/config/ against the real conf/: find drift, and fix the tables.
 
-Every config group (a folder of conf/, e.g. `conf/strategy/`) has a page `docs/config/<top
-folder>.md`; the primary configs (`conf/train.yaml`, `evaluate.yaml`, `predict.yaml`,
+Every config group (a folder of conf/, e.g. `src/thawkit/conf/strategy/`) has a page `docs/config/<top
+folder>.md`; the primary configs (`src/thawkit/conf/train.yaml`, `evaluate.yaml`, `predict.yaml`,
 `export.yaml`) have one each. A page holds, for each group, one table between the markers
 
     <!-- options: strategy -->
@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
+CONF = REPO / "src" / "thawkit" / "conf"
 DOCS = REPO / "docs" / "config"
 PRIMARY = ("train", "evaluate", "predict", "export")
 WHEN = "when to change it"
@@ -62,8 +62,8 @@ class Group:
     @property
     def source(self) -> str:
         if self.name in PRIMARY and (CONF / f"{self.name}.yaml").is_file():
-            return f"conf/{self.name}.yaml"
-        return f"conf/{self.name}/"
+            return f"src/thawkit/conf/{self.name}.yaml"
+        return f"src/thawkit/conf/{self.name}/"
 
 
 def _package(path: Path, group: str | None) -> str:

@@ -9,18 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize
+from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from PIL import Image
+
+import thawkit
 
 os.environ.setdefault("THAWKIT_OFFLINE", "1")  # tests never touch the network
 # The tiny test models gain nothing from intra-op threads, and on a small shared machine the
 # OpenMP threads spin-wait on each other: one thread made a tiny fit ~10x cheaper in CPU time.
 torch.set_num_threads(1)
 
-CONF_DIR = "../conf"
+CONF_DIR = str(thawkit.CONF_DIR)
 TINY_BACKBONE = "test_efficientnet"  # timm's 99k-parameter EfficientNet for tests
 
 # Class c draws its pixels around this colour, so a tiny model can learn the folder quickly.
@@ -66,7 +68,7 @@ def tiny_cfg(
 ) -> DictConfig:
     """Compose the real config with `overrides`, then shrink it: CPU, tiny backbone, 2 epochs."""
     GlobalHydra.instance().clear()
-    with initialize(version_base="1.3", config_path=CONF_DIR):
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
         cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
     HydraConfig().set_config(cfg)
     given = {o.split("=", 1)[0].lstrip("+") for o in overrides}

@@ -16,8 +16,8 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, open_dict
 
-from thawkit.module import FineTuneModule
-from thawkit.train import build
+from thawkit.finetune.module import FineTuneModule
+from thawkit.run.train import build
 
 
 def _buffers(norm: torch.nn.Module) -> list[torch.Tensor]:
@@ -150,7 +150,7 @@ class Probe(L.Callback):
 def fit_with_probe(
     cfg: DictConfig, probe: Probe | None = None, ckpt_path: str | Path | None = None
 ) -> tuple[Probe, FineTuneModule, L.Trainer]:
-    """Build the composed config with `thawkit.train.build`, add a probe, and fit."""
+    """Build the composed config with `thawkit.run.train.build`, add a probe, and fit."""
     with open_dict(cfg):
         cfg.logger = None  # the probe is the record here; TensorBoard costs time
         cfg.callbacks.early_stopping = None  # runs must last exactly max_epochs

@@ -56,7 +56,7 @@ def test_an_undocumented_option_fails_naming_it_and_the_page(scratch_repo) -> No
     found = config_docs.problems()
     assert len(found) == 1, found
     assert "`strategy.warmup_groups`" in found[0]
-    assert "conf/strategy/" in found[0] and "docs/config/strategy.md" in found[0]
+    assert "src/thawkit/conf/strategy/" in found[0] and "docs/config/strategy.md" in found[0]
 
     # The rewrite adds the row, with values, and an empty hand-written cell still fails.
     config_docs.write()
@@ -100,7 +100,10 @@ def test_a_new_group_and_a_new_choice_fail_until_documented(scratch_repo) -> Non
         "# @package _global_\nstrategy:\n  name: newchoice\n  initial_groups: 0\n"
     )
     found = config_docs.problems()
-    assert any("conf/newgroup/ has no options table in docs/config/newgroup.md" in p for p in found)
+    assert any(
+        "src/thawkit/conf/newgroup/ has no options table in docs/config/newgroup.md" in p
+        for p in found
+    )
     assert any("choice columns" in p and "'newchoice'" in p for p in found)
 
     config_docs.write()  # skeleton page and column; then the hand-written parts

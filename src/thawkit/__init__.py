@@ -1,6 +1,7 @@
 """thawkit: fine-tune pretrained image CNNs on your own image folders, strategy done right."""
 
 import os
+from pathlib import Path
 
 # torch's OpenMP runtime (libgomp) lets a thread that waits for work spin 300,000 times before it
 # sleeps. When other processes want the same cores (DataLoader workers, other jobs), the spinning
@@ -12,3 +13,6 @@ if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 __version__ = "0.1.0"
+
+# The Hydra configs ship inside the package, so an installed thawkit finds them from any folder.
+CONF_DIR = Path(__file__).resolve().with_name("conf")

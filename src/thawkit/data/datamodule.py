@@ -17,7 +17,6 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from thawkit.backbone import Preprocessing, resolve_preprocessing
 from thawkit.data import folder
 from thawkit.data.digits import DEFAULT_ROOT, export_digits
 from thawkit.data.image_cache import ImageCache
@@ -31,7 +30,7 @@ from thawkit.data.imbalance import (
 )
 from thawkit.data.mixing import BatchMixer
 from thawkit.data.transforms import eval_transform, train_transform
-from thawkit.domain import DomainBatch
+from thawkit.models.backbone import Preprocessing, resolve_preprocessing
 from thawkit.seeding import (
     MIX,
     ORDER,
@@ -43,6 +42,7 @@ from thawkit.seeding import (
     resolve_seed,
     seeded,
 )
+from thawkit.transfer.domain import DomainBatch
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def as_preprocessing(preprocessing: Preprocessing | Mapping[str, Any] | str) -> 
         )
     raise TypeError(
         f"preprocessing={preprocessing!r}: pass the backbone's Preprocessing "
-        "(thawkit.backbone.resolve_preprocessing(name)) or the backbone's name."
+        "(thawkit.models.backbone.resolve_preprocessing(name)) or the backbone's name."
     )
 
 
@@ -190,7 +190,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             `loss_weighting`, `beta` (see `thawkit.data.imbalance`).
         target_root: domain adaptation: a folder of unlabelled target-domain images (nested
             folders allowed, their names ignored). Training batches then carry a target batch
-            (`thawkit.domain.DomainBatch`), with the training transform and no mixing.
+            (`thawkit.transfer.domain.DomainBatch`), with the training transform and no mixing.
         target_val_root: a labelled target folder (`<class>/` folders named as the source's
             classes), served as a second validation loader (`target/acc`).
     """
@@ -219,7 +219,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             raise ValueError(
                 "ImageFolderDataModule needs the backbone's preprocessing (mean/std, size, "
                 "interpolation, crop): pass preprocessing=<backbone name> or "
-                "thawkit.backbone.resolve_preprocessing(<backbone name>)."
+                "thawkit.models.backbone.resolve_preprocessing(<backbone name>)."
             )
         if batch_size < 1:
             raise ValueError(f"data.batch_size={batch_size} must be >= 1")
@@ -259,7 +259,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.skipped_files: dict[str, str] = {}
         self.check_time_s = 0.0
         self.mixer: BatchMixer | None = None
-        # Set by thawkit.speed.SpeedOptions: decoded images held in memory, and the pooled-feature
+        # Set by thawkit.run.speed.SpeedOptions: decoded images held in memory, and the pooled-feature
         # cache that serves head-only epochs (a `wrap(split, loader)` that picks the source).
         self.image_cache: ImageCache | None = None
         self.feature_source: Any = None

@@ -4,7 +4,7 @@ torchvision's CutMix sets the label weight to the pasted box's area (after clipp
 the image), so soft targets always describe the pixels. A batch that is not mixed (apply
 probability, the last `off_last_epochs` epochs, a batch of one) still gets one-hot soft
 targets, so the loss sees one target format for the whole run. The loss
-(`thawkit.loss.soft_target_cross_entropy`) applies label smoothing and class weights to these
+(`thawkit.models.loss.soft_target_cross_entropy`) applies label smoothing and class weights to these
 soft targets: a mixed sample's weight is the mix of its two classes' weights.
 """
 

@@ -1,7 +1,7 @@
 """Image transforms built from the backbone's own preprocessing (torchvision.transforms.v2).
 
 Nothing here knows a mean, a std or an input size: they come from the backbone
-(`thawkit.backbone.Preprocessing`), so a backbone trained with mean = std = 0.5 (EfficientNet-
+(`thawkit.models.backbone.Preprocessing`), so a backbone trained with mean = std = 0.5 (EfficientNet-
 Lite) and one trained with ImageNet statistics (ResNet) each get their own.
 
 Augmentation presets (`augment=` config group): `none`, `basic` (random resized crop +
@@ -17,7 +17,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
-from thawkit.backbone import Preprocessing
+from thawkit.models.backbone import Preprocessing
 
 AUGMENT_PRESETS = ("none", "basic", "strong")
 AUTO_AUGMENTS = ("none", "trivialaugment", "randaugment")

@@ -1,0 +1,266 @@
+"""Config validation before any data is read: names, ranges and unknown keys, all at once.
+
+`validate(cfg)` raises one `ConfigError` that lists every problem, each naming its key, the
+value given and what is allowed. Hydra itself already rejects an unknown config group option
+(`strategy=gradul`, with the list of options) and an unknown key on the command line
+(`model.lrr=1`, "Key 'lrr' is not in struct"); this catches what gets past it: keys added
+with `+` or by an experiment file, names inside a group (`scheduler.name`, `data.mix.mode`)
+and values out of range.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+from collections.abc import Callable
+from typing import Any
+
+import timm
+import torch
+from hydra.utils import get_object
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from thawkit.data.imbalance import IMBALANCE_MODES, LOSS_WEIGHTINGS, SAMPLER_WEIGHTINGS
+from thawkit.data.mixing import MIX_MODES, BatchMixer
+from thawkit.data.transforms import AUGMENT_PRESETS, AUTO_AUGMENTS, train_transform
+from thawkit.finetune.lr_schedule import SCHEDULES
+from thawkit.models.backbone import TORCHVISION_BACKBONES, build_backbone
+from thawkit.models.batchnorm import BN_POLICIES
+from thawkit.models.head import HEAD_KINDS, Head
+from thawkit.transfer.domain import DA_METHODS, MMD_ESTIMATORS
+
+# Top-level keys of src/thawkit/conf/train.yaml (group folders with their own package, and plain keys).
+TOP_LEVEL = {
+    "data", "model", "strategy", "optimizer", "scheduler", "callbacks", "logger", "trainer",
+    "paths", "seed", "ckpt_path", "resume", "optimized_metric", "hydra",
+    "regularizer", "ema", "ema_decay", "da",
+}  # fmt: skip
+# Keys Hydra's instantiate reads itself.
+_HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+# Keys `thawkit.run.train.build` takes out of a node before instantiating it.
+_EXTRA_KEYS = {"model": {"reset_head"}}
+# Arguments `thawkit.run.train.build` passes itself: allowed, but not offered as config keys.
+_INJECTED = {
+    "model": {"num_classes", "class_names", "class_weights", "optimizer", "scheduler"},
+    "data": {"preprocessing", "target_root", "target_val_root"},  # the last two from `da`
+    "trainer": {"callbacks", "logger", "plugins"},
+}
+# Sub-dicts passed on as keyword arguments: their keys must be parameters of these callables.
+_KWARG_NODES: dict[str, tuple[Callable[..., Any], set[str]]] = {
+    "data.augment": (train_transform, {"pre", "size"}),
+    "data.mix": (BatchMixer, {"num_classes"}),
+    "model.head": (Head, {"in_features", "num_classes"}),
+}
+_IMBALANCE_KEYS = {"mode", "sampler_weighting", "loss_weighting", "beta"}
+
+
+class ConfigError(ValueError):
+    """One or more config values are invalid; the message lists each with its key."""
+
+
+def _params(target: Callable[..., Any]) -> set[str] | None:
+    """Keyword parameters of `target` (a class: of its __init__); None if it takes **kwargs."""
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+        return None
+    return set(sig.parameters)
+
+
+def _unknown(path: str, keys: list[str], allowed: set[str]) -> list[str]:
+    errors = []
+    offered = allowed - _INJECTED.get(path.rstrip("."), set())
+    for key in keys:
+        if key in allowed:
+            continue
+        close = difflib.get_close_matches(key, sorted(offered), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        shown = ", ".join(sorted(k for k in offered if not k.startswith("_")))
+        errors.append(f"{path}{key}: unknown key{hint} Valid keys: {shown}")
+    return errors
+
+
+def _check_keys(node: Any, path: str, errors: list[str]) -> None:
+    """Every `_target_` node's keys must be parameters of its target (walks the whole tree)."""
+    if isinstance(node, (DictConfig, ListConfig)) and (
+        node._is_none() or node._is_missing() or node._is_interpolation()
+    ):
+        return
+    if isinstance(node, DictConfig):
+        target = node.get("_target_") if "_target_" in node else None
+        name = path.rstrip(".")
+        if isinstance(target, str):
+            try:
+                params = _params(get_object(target))
+            except Exception as e:  # noqa: BLE001 - any import failure is a config error here
+                errors.append(f"{name}._target_={target!r} cannot be imported: {e}")
+                params = None
+            if params is not None:
+                allowed = params | _HYDRA_KEYS | _EXTRA_KEYS.get(name, set())
+                errors += _unknown(path, [str(k) for k in node], allowed)
+        if name in _KWARG_NODES:
+            fn, drop = _KWARG_NODES[name]
+            errors += _unknown(path, [str(k) for k in node], (_params(fn) or set()) - drop)
+        if name == "data.imbalance":
+            errors += _unknown(path, [str(k) for k in node], _IMBALANCE_KEYS)
+        for key in node:
+            if not path and key == "hydra":
+                continue  # Hydra's own config (launchers, sweepers) is Hydra's to check
+            value = node._get_node(key)
+            if isinstance(value, (DictConfig, ListConfig)):
+                _check_keys(value, f"{path}{key}.", errors)
+    elif isinstance(node, ListConfig):
+        for i, value in enumerate(node._iter_ex(resolve=False)):
+            _check_keys(value, f"{path}{i}.", errors)
+
+
+def _choice(cfg: DictConfig, key: str, choices: tuple[str, ...], errors: list[str]) -> None:
+    value = OmegaConf.select(cfg, key, default=None)
+    if value is not None and value not in choices:
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        errors.append(f"{key}={value!r} is not one of {list(choices)}{hint}")
+
+
+# key -> (test, allowed range as shown to the user). None values are skipped.
+_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "model.lr": (lambda v: v > 0, "> 0"),
+    "model.lr_decay": (lambda v: 0 < v <= 1, "(0, 1]"),
+    "model.weight_decay": (lambda v: v >= 0, ">= 0"),
+    "model.label_smoothing": (lambda v: 0 <= v < 1, "[0, 1)"),
+    "model.head.dropout": (lambda v: 0 <= v < 1, "[0, 1)"),
+    "data.batch_size": (lambda v: v >= 1, ">= 1"),
+    "data.num_workers": (lambda v: v >= 0, ">= 0 (or null for automatic)"),
+    "data.image_size": (lambda v: v >= 1, ">= 1 (or null for the backbone's own)"),
+    "data.val_fraction": (lambda v: 0 <= v < 1, "[0, 1)"),
+    "data.test_fraction": (lambda v: 0 <= v < 1, "[0, 1)"),
+    "data.mix.mixup_alpha": (lambda v: v > 0, "> 0"),
+    "data.mix.cutmix_alpha": (lambda v: v > 0, "> 0"),
+    "data.mix.prob": (lambda v: 0 <= v <= 1, "[0, 1]"),
+    "data.mix.switch_prob": (lambda v: 0 <= v <= 1, "[0, 1]"),
+    "data.mix.off_last_epochs": (lambda v: v >= 0, ">= 0"),
+    "data.imbalance.beta": (lambda v: 0 < v < 1, "(0, 1)"),
+    "strategy.every_n_epochs": (lambda v: v >= 1, ">= 1 (or null: no epoch schedule)"),
+    "strategy.groups_per_step": (lambda v: v >= 1 or v == -1, ">= 1, or -1 for all"),
+    "strategy.max_events": (lambda v: v >= 1, ">= 1 (or null: no limit)"),
+    "strategy.patience": (lambda v: v >= 0, ">= 0"),
+    "strategy.lr_scale_after_unfreeze": (lambda v: v > 0, "> 0"),
+    "scheduler.warmup_epochs": (lambda v: v >= 0, ">= 0"),
+    "scheduler.rewarm_epochs": (lambda v: v >= 0, ">= 0"),
+    "scheduler.min_lr_ratio": (lambda v: 0 <= v <= 1, "[0, 1]"),
+    "scheduler.gamma": (lambda v: 0 < v <= 1, "(0, 1]"),
+    "scheduler.step_epochs": (lambda v: v > 0, "> 0"),
+    "scheduler.restart_epochs": (lambda v: v > 0, "> 0"),
+    "scheduler.plateau_patience": (lambda v: v >= 0, ">= 0"),
+    "scheduler.plateau_factor": (lambda v: 0 < v < 1, "(0, 1)"),
+    "scheduler.pct_start": (lambda v: 0 < v < 1, "(0, 1)"),
+    "trainer.max_epochs": (lambda v: v >= 1 or v == -1, ">= 1 (or -1: no limit)"),
+    "callbacks.early_stopping.patience": (lambda v: v >= 0, ">= 0"),
+    "strategy.plateau_max_epochs": (lambda v: v >= 1, ">= 1 (or null: wait for the plateau)"),
+    "regularizer.strength": (lambda v: v >= 0, ">= 0"),
+    "regularizer.fisher_batches": (lambda v: v >= 1, ">= 1"),
+    "ema_decay": (lambda v: 0 < v < 1, "(0, 1), e.g. 0.999"),
+    "da.weight": (lambda v: v >= 0, ">= 0"),
+    "da.gamma": (lambda v: v > 0, "> 0"),
+    "da.kernel_mul": (lambda v: v > 0, "> 0"),
+    "da.kernel_num": (lambda v: v >= 1, ">= 1"),
+}
+
+
+def _check_ranges(cfg: DictConfig, errors: list[str]) -> None:
+    for key, (ok, allowed) in _RANGES.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None:
+            continue
+        valid = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if valid and isinstance(value, float):
+            valid = math.isfinite(value)
+        if not valid or not ok(value):
+            errors.append(f"{key}={value!r} is out of range: allowed {allowed}")
+    fractions = [
+        OmegaConf.select(cfg, f"data.{k}_fraction", default=0) or 0 for k in ("val", "test")
+    ]
+    if all(isinstance(f, (int, float)) for f in fractions) and sum(fractions) >= 1:
+        errors.append(
+            f"data.val_fraction + data.test_fraction = {sum(fractions)} leaves no training "
+            "images: allowed sum < 1"
+        )
+
+
+def _check_backbone(name: str, errors: list[str]) -> bool:
+    if name in TORCHVISION_BACKBONES or timm.is_model(name):
+        return True
+    close = difflib.get_close_matches(name, timm.list_models() + list(TORCHVISION_BACKBONES), n=3)
+    hint = f" Closest names: {close}." if close else ""
+    errors.append(
+        f"model.backbone={name!r} is not a known backbone. Use a timm model name "
+        f"(timm.list_models()) or one of the torchvision backbones "
+        f"{sorted(TORCHVISION_BACKBONES)}.{hint}"
+    )
+    return False
+
+
+def layer_group_names(backbone: str) -> list[str]:
+    """The layer group names of `backbone`, built on the meta device (no memory, no weights)."""
+    from thawkit.inference.predict import quiet_loggers
+
+    # Only the structure is read: the weights module's "random initialisation" notice would
+    # mislead here.
+    with torch.device("meta"), quiet_loggers("thawkit.models.weights"):
+        return [g.name for g in build_backbone(backbone, "none").groups]
+
+
+def _check_group_counts(cfg: DictConfig, errors: list[str]) -> None:
+    keys = {
+        k: OmegaConf.select(cfg, f"strategy.{k}", default=None)
+        for k in ("initial_groups", "max_groups")
+    }
+    ints = {k: v for k, v in keys.items() if v is not None}
+    for key, value in ints.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < -1:
+            errors.append(f"strategy.{key}={value!r} is out of range: allowed >= 0, or -1 for all")
+            return
+    if not any(v > 0 for v in ints.values()):
+        return
+    groups = layer_group_names(cfg.model.backbone)
+    for key, value in ints.items():
+        if value > len(groups):
+            errors.append(
+                f"strategy.{key}={value} is larger than the number of layer groups of "
+                f"{cfg.model.backbone}: allowed 0..{len(groups)} (or -1 for all); its groups "
+                f"are {groups}"
+            )
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check a composed training config; raise `ConfigError` listing every problem found."""
+    errors: list[str] = []
+    errors += _unknown("", [str(k) for k in cfg], TOP_LEVEL)
+    _check_keys(cfg, "", errors)
+    _choice(cfg, "scheduler.name", SCHEDULES, errors)
+    _choice(cfg, "data.augment.name", AUGMENT_PRESETS, errors)
+    _choice(cfg, "data.augment.auto_augment", AUTO_AUGMENTS, errors)
+    _choice(cfg, "data.mix.mode", MIX_MODES, errors)
+    _choice(cfg, "data.imbalance.mode", IMBALANCE_MODES, errors)
+    _choice(cfg, "data.imbalance.sampler_weighting", SAMPLER_WEIGHTINGS, errors)
+    _choice(cfg, "data.imbalance.loss_weighting", LOSS_WEIGHTINGS, errors)
+    _choice(cfg, "model.bn_policy", BN_POLICIES, errors)
+    _choice(cfg, "model.head.kind", HEAD_KINDS, errors)
+    _choice(cfg, "da.method", DA_METHODS, errors)
+    _choice(cfg, "da.estimator", MMD_ESTIMATORS, errors)
+    method = OmegaConf.select(cfg, "da.method", default=None)
+    if method not in (None, "none") and not OmegaConf.select(cfg, "da.target_root", default=None):
+        errors.append(
+            f"da={method} needs unlabelled target images: set da.target_root=<folder of "
+            "target-domain images> (or da=none)"
+        )
+    _check_ranges(cfg, errors)
+    backbone = OmegaConf.select(cfg, "model.backbone", default=None)
+    if backbone is not None and _check_backbone(str(backbone), errors):
+        _check_group_counts(cfg, errors)
+    if errors:
+        listing = "\n".join(f"  - {e}" for e in errors)
+        raise ConfigError(f"Invalid config ({len(errors)} problem(s)):\n{listing}")

@@ -1,0 +1,436 @@
+"""Pooled-feature cache: in head-only epochs the frozen backbone runs once, the head trains on it.
+
+When every backbone group is frozen and the BatchNorm policy keeps their statistics fixed, the
+backbone is a fixed function: its training forward equals its evaluation forward, so its pooled
+features can be computed once (eval mode, `torch.no_grad`) and the head trained on them. That is
+the head-only phase of `feature_extraction`, `two_phase`, `gradual` and a linear probe.
+
+How it plugs into Lightning: the data module's train and val loaders are wrapped in a
+`SwitchingLoader`, which decides at the start of every epoch (when Lightning iterates it) whether
+the epoch sees images or cached features (the module's frozen state at the epoch's first
+batch). Both sources draw from the same sampler with the same
+batch size, so the epoch has the same batches in the same order either way, and the scheduler's
+step count never changes. A batch of features is (B x num_features), which
+`FineTuneModule.forward` sends to the head alone.
+
+What is trained never changes silently:
+- No augmentation: features of the evaluation transform, computed once.
+- Augmentation on: `views` augmented views per training image are cached; epoch e trains on view
+  e mod `views` (each view is computed when first needed, so with `views` >= the head-only epochs
+  every epoch sees fresh augmentations, as without the cache). `views=0` turns caching off
+  whenever augmentation is on. An info line says which.
+- Caching stays off, with an info line naming the reason, when: Mixup/CutMix is active that epoch
+  (mixing features is not mixing images), `bn_policy=none` (frozen groups would update their
+  statistics), the backbone's training forward differs from its evaluation forward (dropout or
+  stochastic depth in the backbone: checked on the first batch), several processes train (DDP),
+  or domain adaptation is on (its loss needs features computed with gradients, `thawkit.transfer.domain`).
+
+Features are looked up by a cache key over everything that determines them (backbone name,
+weights source, a digest of every parameter and buffer, the transform, the image source, the
+files' paths, labels, sizes and mtimes, the view and its seed, precision and memory format); a
+change in any of them means new features, never stale ones. The store lives in memory for the
+run, and optionally on disk (`directory`) across runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, TensorDataset
+from torchvision.transforms import v2 as T
+
+from thawkit.seeding import SeededSamples
+
+log = logging.getLogger(__name__)
+
+# Transforms that map an image to the same output every time; any other transform is random.
+_DETERMINISTIC = (
+    T.Compose, T.Resize, T.CenterCrop, T.ToImage, T.ToDtype, T.Normalize, T.ToPureTensor,
+    T.PILToTensor, T.Grayscale,
+)  # fmt: skip
+# A training forward that differs from the evaluation forward by more than this is not frozen.
+_FORWARD_TOLERANCE = 1e-5
+
+
+# ----------------------------------------------------------------- cache keys
+def tensors_digest(tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """Digest of named tensors' values, dtypes and shapes (memory layout does not matter)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def module_digest(module: nn.Module) -> str:
+    """Digest of a module's state: every parameter and buffer."""
+    return tensors_digest(module.state_dict().items())
+
+
+def files_digest(samples: Sequence[tuple[str, int]]) -> str:
+    """Digest of (path, label, size, mtime) of every sample: edited or moved files change it."""
+    h = hashlib.blake2b(digest_size=16)
+    for path, label in samples:
+        st = os.stat(path)
+        h.update(f"{path}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def cache_key(**parts: Any) -> str:
+    """One key over every part that determines the features (order-independent)."""
+    text = "\n".join(f"{k}={parts[k]}" for k in sorted(parts))
+    return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
+
+
+def is_random(transform: Any) -> bool:
+    """Whether a (v2) transform can give different outputs for the same image."""
+    if isinstance(transform, T.Compose):
+        return any(is_random(t) for t in transform.transforms)
+    return not isinstance(transform, _DETERMINISTIC)
+
+
+# ----------------------------------------------------------------- store and extraction
+class FeatureStore:
+    """Features and labels by cache key, in memory and optionally on disk.
+
+    Args:
+        directory: also keep features in `<directory>/<key>.pt` (reused by later runs with the
+            same key); None = memory only.
+    """
+
+    def __init__(self, directory: str | os.PathLike | None = None) -> None:
+        self.directory = Path(directory).expanduser() if directory else None
+        self.memory: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.memory or (self.directory is not None and self._file(key).is_file())
+
+    def _file(self, key: str) -> Path:
+        assert self.directory is not None
+        return self.directory / f"{key}.pt"
+
+    def get(self, key: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if key in self.memory:
+            return self.memory[key]
+        if self.directory is not None and self._file(key).is_file():
+            saved = torch.load(self._file(key), weights_only=True)
+            self.memory[key] = saved["features"], saved["labels"]
+            return self.memory[key]
+        return None
+
+    def put(self, key: str, features: torch.Tensor, labels: torch.Tensor) -> None:
+        self.memory[key] = features, labels
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tmp = self._file(key).with_suffix(".tmp")
+            torch.save({"features": features, "labels": labels}, tmp)
+            os.replace(tmp, self._file(key))
+
+
+@torch.no_grad()
+def extract_features(
+    backbone: nn.Module,
+    dataset: Any,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    num_workers: int = 0,
+    forward_context: Any = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled features (N x D, float32, CPU) and labels of every item of `dataset`, in order.
+
+    The caller puts the backbone in eval mode (and restores its mode afterwards).
+    """
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    features, labels = [], []
+    with forward_context if forward_context is not None else nullcontext():
+        for x, y in loader:
+            features.append(backbone(x.to(device, non_blocking=True)).float().cpu())
+            labels.append(torch.as_tensor(y))
+    return torch.cat(features), torch.cat(labels)
+
+
+# ----------------------------------------------------------------- the loader switch
+class SwitchingLoader:
+    """A train or val loader that serves cached features in head-only epochs, images otherwise.
+
+    Behaves like the wrapped DataLoader (same length; `sampler`, `batch_size`, `dataset` and
+    other attributes are the image loader's). The source is chosen when an epoch starts
+    iterating, so nothing is computed until the first batch is requested.
+    """
+
+    def __init__(self, cache: FeatureCache, split: str, loader: DataLoader) -> None:
+        self.cache = cache
+        self.split = split
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        source = self.cache.features_loader(self.split, self.loader)
+        yield from self.loader if source is None else source
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "loader":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+
+class FeatureCache:
+    """Decides, epoch by epoch, whether the head trains on cached features, and computes them.
+
+    Attach it to a fit with `attach(trainer, module, datamodule)` (`thawkit.run.speed.SpeedOptions`
+    does this); the data module then wraps its loaders with `wrap`.
+
+    Args:
+        views: augmented views cached per training image when the training transform is random;
+            0 = no caching while augmentation is on.
+        directory: also keep features on disk here (reused across runs by cache key).
+        batch_size: batch size of the extraction pass (evaluation mode, no gradients); None =
+            the data module's (larger batches were slower on a 2-core CPU: 10-11 ms/image at 64
+            against 7-8 at 32, EfficientNet-Lite0 at 160 px).
+    """
+
+    def __init__(
+        self, views: int = 1, directory: str | None = None, batch_size: int | None = None
+    ) -> None:
+        if views < 0:
+            raise ValueError(
+                f"callbacks.speed.feature_views={views} must be >= 0 (0 = off with augmentation)"
+            )
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"feature cache batch_size={batch_size} must be >= 1")
+        self.views = views
+        self.batch_size = batch_size
+        self.store = FeatureStore(directory)
+        self.trainer: Any = None
+        self.module: Any = None
+        self.datamodule: Any = None
+        self.extractions: list[dict[str, Any]] = []
+        self.extract_time_s = 0.0
+        self._off_reason: str | None = None
+        self._said: set[str] = set()
+        self._forward_checked = False
+
+    # ------------------------------------------------------------- wiring
+    def attach(self, trainer: Any, module: Any, datamodule: Any) -> None:
+        """Serve `datamodule`'s train/val loaders for `module` during `trainer`'s fit."""
+        from thawkit.models import batchnorm
+
+        self.trainer, self.module, self.datamodule = trainer, module, datamodule
+        self._off_reason = None
+        self._forward_checked = False
+        if trainer.world_size > 1:
+            # Not attached at all: Lightning shards only real DataLoaders (DistributedSampler),
+            # so the data module must hand it its own loaders.
+            self._say(
+                f"off, {trainer.world_size} processes train (DDP): every epoch runs the backbone."
+            )
+            return
+        if getattr(module, "domain_loss", None) is not None:
+            # Not attached: the domain loss needs backbone features of source and target images
+            # computed with gradients in every step.
+            self._say(
+                "off, domain adaptation (da) trains on source and target features computed "
+                "with gradients in every step: every epoch runs the backbone."
+            )
+            return
+        if not batchnorm.stats_frozen(module.hparams.bn_policy, False):
+            self._off_reason = (
+                f"bn_policy={module.hparams.bn_policy} updates the BatchNorm statistics of frozen "
+                "groups, so the frozen backbone is not a fixed function"
+            )
+        datamodule.feature_source = self
+
+    def detach(self) -> None:
+        if self.datamodule is not None and self.datamodule.feature_source is self:
+            self.datamodule.feature_source = None
+        self.trainer = self.module = self.datamodule = None
+
+    def wrap(self, split: str, loader: DataLoader) -> Any:
+        """The loader the data module hands to Lightning for `split`."""
+        return SwitchingLoader(self, split, loader) if split in ("train", "val") else loader
+
+    def _say(self, message: str) -> None:
+        if message not in self._said:
+            self._said.add(message)
+            log.info("Feature cache: %s", message)
+
+    # ------------------------------------------------------------- decisions
+    def _fitting(self) -> bool:
+        from lightning.pytorch.trainer.states import TrainerFn
+
+        t = self.trainer
+        return t is not None and t.state.fn == TrainerFn.FITTING
+
+    def features_loader(self, split: str, loader: DataLoader) -> DataLoader | None:
+        """A loader of cached features for this epoch of `split`, or None to use images.
+
+        Called at the epoch's first batch. Lightning fetches it after `on_train_epoch_start`
+        (where the unfreeze schedule acts) for loaders with a length, as this one has; were a
+        features batch ever to reach a backbone that trains, `FineTuneModule.forward` raises.
+        """
+        if not self._fitting() or not self.module.backbone_frozen:
+            return None
+        if self._off_reason is not None:
+            self._say(f"off, {self._off_reason}.")
+            return None
+        dataset = loader.dataset
+        if getattr(dataset, "samples", None) is None or getattr(dataset, "transform", None) is None:
+            self._say(f"off, the {split} dataset has no `samples` and `transform` to key on.")
+            return None
+        random = is_random(dataset.transform)
+        view = 0
+        if split == "train":
+            dm, epoch = self.datamodule, self.trainer.current_epoch
+            mixer = getattr(dm, "mixer", None)
+            if mixer is not None and mixer.active(epoch, self.trainer.max_epochs):
+                self._say(
+                    "off in epochs with Mixup/CutMix: mixing cached features is not mixing "
+                    "images, so those epochs run the backbone on mixed images."
+                )
+                return None
+            if random:
+                if self.views == 0:
+                    self._say(
+                        "off while augmentation is on (callbacks.speed.feature_views=0): the "
+                        "backbone runs on freshly augmented images every epoch."
+                    )
+                    return None
+                view = epoch % self.views
+                self._say(
+                    f"augmentation is on: {self.views} augmented view(s) per training image are "
+                    f"cached; epoch e trains on view e mod {self.views}."
+                )
+        features, labels = self._features(split, dataset, view, random)
+        if features is None:
+            return None
+        return _loader_like(loader, TensorDataset(features, labels))
+
+    # ------------------------------------------------------------- extraction
+    def _key(self, split: str, dataset: Any, view: int, random: bool) -> str:
+        module = self.module
+        images = getattr(dataset, "images", None)
+        first = next(module.backbone.parameters())
+        return cache_key(
+            backbone=module.hparams.backbone,
+            weights=module.hparams.weights,
+            # Hashed every time (~30 ms for 3.4M parameters): a version-counter shortcut would
+            # miss changes made through `.data`.
+            state=module_digest(module.backbone),
+            transform=repr(dataset.transform),
+            images=images.describe() if images is not None else "decoded from file",
+            files=files_digest(dataset.samples),
+            view=view,
+            seed=self._view_seed(view) if random else None,
+            precision=self.trainer.precision,
+            device=module.device.type,
+            channels_last=first.dim() == 4
+            and first.is_contiguous(memory_format=torch.channels_last),
+        )
+
+    def _view_seed(self, view: int) -> int:
+        return int(getattr(self.datamodule, "seed", 0) or 0) * 1009 + view
+
+    def _features(
+        self, split: str, dataset: Any, view: int, random: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        key = self._key(split, dataset, view, random)
+        cached = self.store.get(key)
+        if cached is not None:
+            return cached
+        module, trainer = self.module, self.trainer
+        was_training = module.training
+        devices = [module.device] if module.device.type == "cuda" else []
+        start = time.perf_counter()
+        # The run's random stream continues as if the cache did not exist; the augmentations of
+        # a view come from their own seed (reproducible, and part of the key).
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self._view_seed(view))
+            try:
+                if not self._forward_checked and not self._frozen_forward_is_eval(dataset):
+                    return None, None
+                module.eval()
+                features, labels = extract_features(
+                    module.backbone,
+                    dataset,
+                    batch_size=self.batch_size or getattr(self.datamodule, "batch_size", 32),
+                    device=module.device,
+                    num_workers=self._extraction_workers(dataset),
+                    forward_context=trainer.precision_plugin.forward_context(),
+                )
+            finally:
+                module.train(was_training)
+        elapsed = time.perf_counter() - start
+        self.extract_time_s += elapsed
+        self.extractions.append({"split": split, "view": view, "n": len(labels), "s": elapsed})
+        self._say_extracted(split, view, random, len(labels), elapsed)
+        self.store.put(key, features, labels)
+        return features, labels
+
+    def _extraction_workers(self, dataset: Any) -> int:
+        # Images already decoded in memory need no worker processes: starting one costs more
+        # than the resize and crop it would take over (measured: 45 vs 20 ms/image).
+        images = getattr(dataset, "images", None)
+        if images is not None and all(p in images for p, _ in dataset.samples):
+            return 0
+        return getattr(self.datamodule, "num_workers", 0)
+
+    def _say_extracted(self, split: str, view: int, random: bool, n: int, s: float) -> None:
+        what = f"augmented view {view}" if random else "no augmentation"
+        log.info(
+            "Feature cache: %d %s images through the frozen backbone once (%s) in %.2f s",
+            n,
+            split,
+            what,
+            s,
+        )
+
+    def _frozen_forward_is_eval(self, dataset: Any) -> bool:
+        """Whether the frozen backbone's training forward equals its evaluation forward."""
+        module = self.module
+        n = min(len(dataset), 4)
+        x = torch.stack([dataset[i][0] for i in range(n)]).to(module.device)
+        with torch.no_grad():
+            module.train()  # the BatchNorm policy puts frozen groups' norms in eval mode
+            train_out = module.backbone(x)
+            module.eval()
+            eval_out = module.backbone(x)
+        diff = float((train_out - eval_out).abs().max())
+        self._forward_checked = True
+        if diff > _FORWARD_TOLERANCE * max(1.0, float(eval_out.abs().max())):
+            self._off_reason = (
+                f"the frozen backbone's training forward differs from its evaluation forward "
+                f"(max difference {diff:.3g}): it has dropout or stochastic depth"
+            )
+            self._say(f"off, {self._off_reason}.")
+            return False
+        return True
+
+
+def _loader_like(loader: DataLoader, dataset: TensorDataset) -> DataLoader:
+    """A DataLoader over `dataset` that batches exactly as `loader` does (same sampler)."""
+    if isinstance(loader.dataset, SeededSamples):
+        # The training sampler yields (index, seed) pairs; features need no augmentation seed.
+        dataset = SeededSamples(dataset)
+    sampler = loader.sampler
+    kwargs: dict[str, Any]
+    if isinstance(sampler, RandomSampler):
+        kwargs = {"shuffle": True, "generator": sampler.generator}
+    elif isinstance(sampler, SequentialSampler):
+        kwargs = {"shuffle": False}
+    else:  # e.g. the weighted sampler: shared, so both sources draw the same indices
+        kwargs = {"sampler": sampler}
+    return DataLoader(
+        dataset, batch_size=loader.batch_size, drop_last=loader.drop_last, num_workers=0, **kwargs
+    )

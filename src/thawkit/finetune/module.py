@@ -1,0 +1,447 @@
+"""FineTuneModule: a pretrained backbone, a new head, and the frozen-state that strategies drive.
+
+Frozen-ness lives here (`trainable_since`), not in a callback: it is saved in every checkpoint
+and restored before the optimizer is built, so a resumed run trains exactly the groups it
+trained before. The optimizer holds every group from step 0 (DESIGN.md, decision 3); a frozen
+group has `requires_grad=False` and, through the scheduler's gate, an LR of exactly 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassRecall,
+)
+
+from thawkit.finetune.lr_schedule import FineTuneLR
+from thawkit.models import batchnorm
+from thawkit.models.backbone import Backbone, LayerGroup, build_backbone
+from thawkit.models.head import Head
+from thawkit.models.loss import soft_target_cross_entropy
+from thawkit.run.lifecycle import check_loss
+from thawkit.transfer.domain import DomainAdaptation, DomainBatch
+
+log = logging.getLogger(__name__)
+
+HEAD = "head"
+
+
+def _metrics(num_classes: int, prefix: str) -> MetricCollection:
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "f1_macro": MulticlassF1Score(num_classes, average="macro"),
+            "recall_macro": MulticlassRecall(num_classes, average="macro"),
+        },
+        prefix=prefix,
+    )
+
+
+class FineTuneModule(L.LightningModule):
+    """Backbone + head with discriminative LRs, a BatchNorm policy and explicit frozen state.
+
+    Args:
+        num_classes: number of classes (from the data).
+        backbone: timm or torchvision model name.
+        weights: weight source for the backbone (see `thawkit.models.weights`).
+        head: keyword arguments of `thawkit.models.head.Head` (kind, hidden, dropout, batchnorm).
+        optimizer: a partial optimizer (Hydra `_partial_: true`), given the param groups.
+        scheduler: a partial `FineTuneLR` (Hydra `_partial_: true`), or None for constant LR.
+        lr: the head's learning rate.
+        lr_decay: LR multiplier per layer group going down from the head (1.0 = same LR).
+        weight_decay: decoupled weight decay; never applied to norm or bias parameters.
+        label_smoothing: label smoothing of the loss.
+        bn_policy: `frozen_groups`, `all` or `none` (whose BatchNorm statistics stay fixed).
+        bn_freeze_affine: also freeze BatchNorm weight/bias where statistics are frozen.
+        class_names: names of the classes, saved with the checkpoint for prediction.
+        class_weights: per-class loss weights, or None.
+        domain_adaptation: the `da` config (`thawkit.transfer.domain.DomainAdaptation`): with a method,
+            training batches carry target images and the step adds the domain loss. Not saved
+            in the hyperparameters: a checkpoint loaded for prediction has no domain loss.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "tf_efficientnet_lite0",
+        weights: str = "bundled",
+        head: dict | None = None,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., FineTuneLR] | None = None,
+        lr: float = 1e-3,
+        lr_decay: float = 0.5,
+        weight_decay: float = 0.01,
+        label_smoothing: float = 0.0,
+        bn_policy: str = "frozen_groups",
+        bn_freeze_affine: bool = False,
+        class_names: Sequence[str] | None = None,
+        class_weights: Sequence[float] | None = None,
+        domain_adaptation: DomainAdaptation | None = None,
+    ) -> None:
+        super().__init__()
+        if lr <= 0:
+            raise ValueError(f"model.lr={lr} must be > 0")
+        if not 0 < lr_decay <= 1:
+            raise ValueError(f"model.lr_decay={lr_decay} must be in (0, 1]")
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"model.label_smoothing={label_smoothing} must be in [0, 1)")
+        batchnorm.check_policy(bn_policy)
+        class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        # Plain containers only: the checkpoint must load with torch.load(weights_only=True).
+        head = OmegaConf.to_container(head) if isinstance(head, DictConfig) else dict(head or {})
+        self.save_hyperparameters(
+            ignore=["optimizer", "scheduler", "class_weights", "domain_adaptation"]
+        )
+        self.backbone: Backbone = build_backbone(backbone, weights)
+        self.head = Head(self.backbone.num_features, num_classes, **(head or {}))
+        self.optimizer_factory = optimizer or torch.optim.AdamW
+        self.scheduler_factory = scheduler
+        weights_t = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.register_buffer("class_weights", weights_t, persistent=False)
+        # Global step at which each layer group became trainable; None = frozen. Head trains.
+        self.trainable_since: dict[str, int | None] = {g.name: None for g in self.backbone.groups}
+        self.trainable_since[HEAD] = 0
+        self.lr_scale = 1.0
+        self._eval_mode_filter: tuple | None = None
+        self.train_metrics = _metrics(num_classes, "train/")
+        self.val_metrics = _metrics(num_classes, "val/")
+        self.test_metrics = _metrics(num_classes, "test/")
+        # Confusion matrices (rows: true class) of the last finished val/test epoch, for views.
+        self.confusion_metrics = nn.ModuleDict(
+            {stage: MulticlassConfusionMatrix(num_classes) for stage in ("val", "test")}
+        )
+        self.confusion: dict[str, torch.Tensor] = {}
+        # A weight regularizer (thawkit.transfer.regularize) attaches itself here for a fit; its
+        # penalty is added to the training loss and logged as train/penalty.
+        self.regularizer: Any = None
+        # Domain adaptation (thawkit.transfer.domain): the loss on source and target features (a DANN
+        # domain classifier trains with the head), and accuracy on a labelled target folder.
+        da = domain_adaptation
+        self.domain_loss = da.build_loss(self.backbone.num_features) if da is not None else None
+        self.target_metrics = _metrics(num_classes, "target/")
+        self._apply_frozen_state()
+
+    # ----------------------------------------------------------------- frozen state
+    @property
+    def groups_top_down(self) -> list[LayerGroup]:
+        """Backbone layer groups from the output (depth 1) down to the stem."""
+        return list(reversed(self.backbone.groups))
+
+    @property
+    def num_trainable_groups(self) -> int:
+        return sum(self.trainable_since[g.name] is not None for g in self.backbone.groups)
+
+    def set_trainable_groups(
+        self, n: int, step: int | None = None, lr_scale: float | None = None
+    ) -> list[str]:
+        """Make the top `n` backbone groups trainable (never re-freezes).
+
+        Args:
+            n: backbone groups (from the top) that train from now on; -1 = all.
+            step: the global step they start at (default: the current one).
+            lr_scale: if any group was unfrozen, the LR multiplier from now on (two_phase).
+
+        Returns:
+            The names of the newly unfrozen groups.
+        """
+        n = len(self.backbone.groups) if n < 0 else min(n, len(self.backbone.groups))
+        step = self.global_step if step is None else step
+        newly = []
+        for group in self.groups_top_down[:n]:
+            if self.trainable_since[group.name] is None:
+                self.trainable_since[group.name] = step
+                newly.append(group.name)
+        if newly:
+            if lr_scale is not None:
+                self.lr_scale = lr_scale
+            self._apply_frozen_state()
+            self.refresh_lrs()
+        return newly
+
+    def _group_states(self) -> list[tuple[LayerGroup, bool]]:
+        return [(g, self.trainable_since[g.name] is not None) for g in self.backbone.groups]
+
+    def _apply_frozen_state(self) -> None:
+        policy, affine = self.hparams.bn_policy, self.hparams.bn_freeze_affine
+        for group, trainable in self._group_states():
+            for p in group.params:
+                p.requires_grad_(trainable)
+            if affine and batchnorm.stats_frozen(policy, trainable):
+                for norm in group.norms:
+                    for p in norm.parameters():
+                        p.requires_grad_(False)
+        batchnorm.apply_modes(self._group_states(), policy, self.training)
+
+    def train(self, mode: bool = True) -> FineTuneModule:
+        # Lightning flips train/eval around validation; the BatchNorm policy is re-applied here.
+        super().train(mode)
+        batchnorm.apply_modes(self._group_states(), self.hparams.bn_policy, mode)
+        return self
+
+    def lr_gate(self, layer_group: str) -> tuple[int | None, float]:
+        """For the scheduler: when `layer_group` became trainable, and the current LR scale."""
+        return self.trainable_since[layer_group], self.lr_scale
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["thawkit"] = {
+            "trainable_since": dict(self.trainable_since),
+            "lr_scale": self.lr_scale,
+            "preprocessing": self.backbone.preprocessing.to_dict(),
+        }
+        # What predict/evaluate need to rebuild the inputs from the checkpoint alone.
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        if datamodule is not None and hasattr(datamodule, "image_size"):
+            checkpoint["thawkit"]["image_size"] = int(datamodule.image_size)
+            keys = ("val_fraction", "test_fraction", "seed")
+            data = {k: getattr(datamodule, k, None) for k in keys}
+            for key in ("root", "digits_root"):  # absolute: evaluate may run from another dir
+                path = getattr(datamodule, key, None)
+                data[key] = str(Path(path).expanduser().resolve()) if path else None
+            checkpoint["thawkit"]["data"] = data
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.domain_loss is None:  # loaded for prediction: the domain classifier is not used
+            state = checkpoint.get("state_dict", {})
+            for key in [k for k in state if k.startswith("domain_loss.")]:
+                del state[key]
+        # Runs before the optimizer is rebuilt: the resumed run trains exactly what it trained.
+        state = checkpoint.get("thawkit")
+        if state:
+            self.trainable_since.update(state["trainable_since"])
+            self.lr_scale = state["lr_scale"]
+            self._apply_frozen_state()
+
+    def refresh_lrs(self) -> None:
+        """Apply the scheduler's LRs for the current step now (after an unfreeze or a resume)."""
+        if self._trainer is None:
+            return
+        for config in self.trainer.lr_scheduler_configs:
+            if isinstance(config.scheduler, FineTuneLR):
+                config.scheduler.refresh()
+
+    def on_fit_start(self) -> None:
+        # Lightning warns about modules in eval mode when training starts. BatchNorm layers that
+        # the policy freezes are meant to be: silence that warning for exactly their number, and
+        # only until training has started (any other module in eval mode still warns).
+        frozen = {id(m) for g, t in self._group_states() if self._stats_frozen(t) for m in g.norms}
+        in_eval = [m for m in self.modules() if not m.training]
+        if in_eval and all(id(m) in frozen for m in in_eval):
+            warnings.filterwarnings(
+                "ignore",
+                message=rf"Found {len(in_eval)} module\(s\) in eval mode at the start of training",
+                category=PossibleUserWarning,
+            )
+            self._eval_mode_filter = warnings.filters[0]
+
+    def on_train_start(self) -> None:
+        self._drop_eval_mode_filter()
+        # A resumed run may have another length (the schedule's shape) than the saved one.
+        self.refresh_lrs()
+
+    def teardown(self, stage: str) -> None:
+        self._drop_eval_mode_filter()
+
+    def _drop_eval_mode_filter(self) -> None:
+        entry = self._eval_mode_filter
+        if entry is not None and entry in warnings.filters:
+            warnings.filters.remove(entry)
+        self._eval_mode_filter = None
+
+    def _stats_frozen(self, trainable: bool) -> bool:
+        return batchnorm.stats_frozen(self.hparams.bn_policy, trainable)
+
+    # ----------------------------------------------------------------- forward and steps
+    @property
+    def backbone_frozen(self) -> bool:
+        return self.num_trainable_groups == 0
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        # A fully frozen backbone stores no activations for backward.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.backbone_frozen):
+            return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of images, or of pooled features (B x num_features, 2-D).
+
+        Pooled features come from `thawkit.data.feature_cache` in head-only epochs; they are only
+        valid while the backbone is frozen (with frozen BatchNorm statistics).
+        """
+        if x.ndim == 2:
+            if not self.backbone_frozen:
+                raise RuntimeError(
+                    "Got pooled features while backbone groups train: cached features are valid "
+                    "only for a frozen backbone. Pass images (B x C x H x W) instead."
+                )
+            return self.head(x)
+        return self.head(self.forward_features(x))
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return soft_target_cross_entropy(
+            logits, targets, self.class_weights, self.hparams.label_smoothing
+        )
+
+    def _step(
+        self,
+        batch: tuple[torch.Tensor, torch.Tensor],
+        stage: str,
+        logits: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x, y = batch
+        logits = self(x) if logits is None else logits
+        loss = self.loss(logits, y)
+        hard = y.argmax(-1) if y.ndim == 2 else y
+        metrics = {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}
+        metrics[stage].update(logits.detach(), hard)
+        if stage in self.confusion_metrics:
+            self.confusion_metrics[stage].update(logits.detach(), hard)
+        on_step = stage == "train"
+        # sync_dist: under DDP every rank must see the same val/loss, or early stopping, the
+        # plateau scheduler and plateau unfreezing decide differently per rank (torchmetrics
+        # objects below synchronise themselves). A no-op on one device.
+        self.log(
+            f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
+            batch_size=len(x), sync_dist=True, add_dataloader_idx=False,
+        )  # fmt: skip
+        self.log_dict(
+            metrics[stage], on_step=False, on_epoch=True, prog_bar=stage != "train",
+            add_dataloader_idx=False,
+        )  # fmt: skip
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if self.domain_loss is not None and isinstance(batch, DomainBatch):
+            loss = self._domain_step(batch)
+        else:
+            loss = self._step(batch, "train")
+        if self.regularizer is not None:
+            penalty = self.regularizer.penalty(self)
+            n = len(batch[0])
+            self.log("train/penalty", penalty, on_step=True, on_epoch=True, batch_size=n)
+            loss = loss + penalty
+        check_loss(self, loss, batch_idx)  # a NaN loss stops the run before backward
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if dataloader_idx == 1:  # the labelled target folder (da.target_val_root)
+            self._target_step(batch)
+            return
+        self._step(batch, "val")
+
+    def _domain_step(self, batch: DomainBatch) -> torch.Tensor:
+        """Source classification loss + the domain loss between source and target features."""
+        x, y, target = batch
+        # One forward over both domains, as DANN/DAN implementations do: BatchNorm layers that
+        # train normalise with statistics of the mixed batch.
+        features = self.forward_features(torch.cat([x, target]))
+        source_f, target_f = features[: len(x)], features[len(x) :]
+        loss = self._step((x, y), "train", logits=self.head(source_f))
+        total = self.trainer.estimated_stepping_batches  # inf for an open-ended run: no ramp
+        progress = self.global_step / total if 0 < total < float("inf") else 1.0
+        da_loss, ramp = self.domain_loss(source_f, target_f, progress)
+        self.log("train/da_loss", da_loss, on_step=True, on_epoch=True, batch_size=len(x),
+                 sync_dist=True)  # fmt: skip
+        self.log("train/da_ramp", ramp, on_step=True, on_epoch=False, batch_size=len(x))
+        return loss + da_loss
+
+    def _target_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        x, y = batch
+        logits = self(x)
+        loss = self.loss(logits, y)
+        self.target_metrics.update(logits.detach(), y)
+        self.log("target/loss", loss, on_step=False, on_epoch=True, batch_size=len(x),
+                 sync_dist=True, add_dataloader_idx=False)  # fmt: skip
+        self.log_dict(self.target_metrics, on_step=False, on_epoch=True, add_dataloader_idx=False)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self.log_dict(self.group_lrs(prefix="lr/"), on_step=True, on_epoch=False)
+
+    def on_train_epoch_start(self) -> None:
+        n = float(self.count_params(trainable=True))
+        self.log("trainable_params", n, on_step=False, on_epoch=True, sync_dist=True)
+
+    def _store_confusion(self, stage: str) -> None:
+        metric = self.confusion_metrics[stage]
+        if metric.update_called:
+            self.confusion[stage] = metric.compute().cpu()
+        metric.reset()
+
+    def on_test_epoch_end(self) -> None:
+        self._store_confusion("test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._store_confusion("val")
+        if self.trainer.sanity_checking or self.trainer.lr_scheduler_configs == []:
+            return
+        loss = self.trainer.callback_metrics.get("val/loss")
+        if loss is not None:
+            self.trainer.lr_scheduler_configs[0].scheduler.observe(float(loss))
+
+    # ----------------------------------------------------------------- optimizer
+    def param_groups(self) -> list[dict[str, Any]]:
+        """One (decay, no-decay) pair per layer group, LR = lr * lr_decay**depth from the head."""
+        hp = self.hparams
+        layered: list[tuple[str, list[nn.Parameter]]] = [(HEAD, list(self.head.parameters()))]
+        layered += [(g.name, g.params) for g in self.groups_top_down]
+        if self.domain_loss is not None:  # a DANN domain classifier trains with the head
+            layered[0][1].extend(self.domain_loss.parameters())
+        groups = []
+        for depth, (name, params) in enumerate(layered):
+            lr = hp.lr * hp.lr_decay**depth
+            decay = [p for p in params if p.ndim > 1]
+            no_decay = [p for p in params if p.ndim <= 1]  # norm weights/biases and all biases
+            for suffix, ps, wd in (("", decay, hp.weight_decay), ("/no_decay", no_decay, 0.0)):
+                if ps:
+                    groups.append(
+                        {
+                            "params": ps,
+                            "lr": lr,
+                            "weight_decay": wd,
+                            "name": name + suffix,
+                            "layer_group": name,
+                        }
+                    )
+        return groups
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(self.param_groups())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        total = self.trainer.estimated_stepping_batches
+        spe = max(1, int(total // max(1, self.trainer.max_epochs or 1)))
+        scheduler = self.scheduler_factory(
+            optimizer, total_steps=total, steps_per_epoch=spe, gate=self.lr_gate
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def group_lrs(self, prefix: str = "") -> dict[str, float]:
+        """Current LR of every named layer group (head first)."""
+        if self._trainer is None or not self.trainer.optimizers:
+            return {}
+        # Both halves (decay, no-decay) of a layer group always share one LR.
+        return {
+            prefix + g["layer_group"]: float(g["lr"])
+            for g in self.trainer.optimizers[0].param_groups
+        }
+
+    def count_params(self, trainable: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable)

@@ -1,0 +1,180 @@
+"""One callback drives every strategy's schedule of which layer groups train when.
+
+A strategy is only a set of parameters of `UnfreezeSchedule`:
+
+| strategy           | initial_groups | every_n_epochs | groups_per_step | on_plateau |
+|--------------------|----------------|----------------|-----------------|------------|
+| feature_extraction | 0              | -              | -               | no         |
+| partial            | k              | -              | -               | no         |
+| gradual            | 0              | N              | 1               | no         |
+| gradual on plateau | 0              | (ignored)      | 1               | yes        |
+| full / scratch     | -1 (all)       | -              | -               | no         |
+| two_phase          | 0              | E (once)       | -1 (all)        | no         |
+| lp_ft              | 0              | (ignored)      | -1 (all, once)  | yes        |
+
+The callback only decides; the module holds the frozen state (and checkpoints it).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+
+from thawkit.finetune.module import FineTuneModule
+
+log = logging.getLogger(__name__)
+
+
+class UnfreezeSchedule(L.Callback):
+    """Unfreeze backbone layer groups from the top down, on epochs or on validation plateaus.
+
+    Args:
+        name: the strategy's name (recorded in logs and summaries).
+        initial_groups: backbone groups (from the top) that train from the start; -1 = all.
+        every_n_epochs: unfreeze `groups_per_step` more groups every this many epochs.
+        groups_per_step: groups unfrozen at each event; -1 = all remaining.
+        max_groups: never train more than this many backbone groups (None = no cap).
+        max_events: stop after this many unfreeze events (two_phase: 1).
+        on_plateau: unfreeze when `monitor` has not improved for `patience` validations,
+            instead of on the fixed epochs of `every_n_epochs` (then ignored). The event takes
+            effect at the next epoch start.
+        monitor: validation metric watched for plateaus (lower is better).
+        patience: validations without improvement (by more than 1e-4) that make a plateau.
+        lr_scale_after_unfreeze: multiply every group's LR by this after the first event.
+        plateau_max_epochs: with `on_plateau`, also unfreeze when this many epochs have passed
+            since the previous event (or the start) without a plateau (lp_ft: the probe's
+            epoch budget); None = wait for the plateau.
+    """
+
+    def __init__(
+        self,
+        name: str = "custom",
+        initial_groups: int = 0,
+        every_n_epochs: int | None = None,
+        groups_per_step: int = 1,
+        max_groups: int | None = None,
+        max_events: int | None = None,
+        on_plateau: bool = False,
+        monitor: str = "val/loss",
+        patience: int = 1,
+        lr_scale_after_unfreeze: float = 1.0,
+        plateau_max_epochs: int | None = None,
+    ) -> None:
+        if every_n_epochs is not None and every_n_epochs < 1:
+            raise ValueError(f"strategy.every_n_epochs={every_n_epochs} must be >= 1")
+        if groups_per_step == 0 or groups_per_step < -1:
+            raise ValueError(f"strategy.groups_per_step={groups_per_step} must be >= 1 or -1 (all)")
+        if initial_groups < -1:
+            raise ValueError(f"strategy.initial_groups={initial_groups} must be >= 0 or -1 (all)")
+        if patience < 0 or lr_scale_after_unfreeze <= 0:
+            raise ValueError("strategy.patience must be >= 0 and lr_scale_after_unfreeze > 0")
+        self.name = name
+        self.initial_groups = initial_groups
+        self.every_n_epochs = every_n_epochs
+        self.groups_per_step = groups_per_step
+        self.max_groups = max_groups
+        self.max_events = max_events
+        self.on_plateau = on_plateau
+        self.monitor = monitor
+        self.patience = patience
+        self.lr_scale_after_unfreeze = lr_scale_after_unfreeze
+        if plateau_max_epochs is not None and plateau_max_epochs < 1:
+            raise ValueError(f"strategy.plateau_max_epochs={plateau_max_epochs} must be >= 1")
+        self.plateau_max_epochs = plateau_max_epochs
+        # Progress state, checkpointed: unfreeze events so far and plateau bookkeeping.
+        self.events: list[dict[str, Any]] = []
+        self.best = float("inf")
+        self.bad_epochs = 0
+        self.plateau_pending = False
+
+    def _cap(self, n: int, total: int) -> int:
+        n = total if n < 0 else min(n, total)
+        return n if self.max_groups is None else min(n, self.max_groups)
+
+    def _events_left(self) -> bool:
+        return self.max_events is None or len(self.events) < self.max_events
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not isinstance(pl_module, FineTuneModule):
+            raise TypeError("UnfreezeSchedule drives a thawkit FineTuneModule only")
+        total = len(pl_module.backbone.groups)
+        if self.max_groups is not None and not 0 <= self.max_groups <= total:
+            raise ValueError(
+                f"strategy.max_groups={self.max_groups} is outside [0, {total}]: "
+                f"{pl_module.backbone.name} has {total} layer groups"
+            )
+        if self.initial_groups > total:
+            names = [g.name for g in pl_module.backbone.groups]
+            raise ValueError(
+                f"strategy.initial_groups={self.initial_groups} > {total}, the number of layer "
+                f"groups of {pl_module.backbone.name} ({names})"
+            )
+        # The starting state, before the optimizer is built. On a resume, the module's
+        # on_load_checkpoint runs after this and replaces it with the saved frozen state.
+        pl_module.set_trainable_groups(self._cap(self.initial_groups, total), step=0)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: FineTuneModule) -> None:
+        total = len(pl_module.backbone.groups)
+        current = pl_module.num_trainable_groups
+        epoch_due = (
+            not self.on_plateau
+            and self.every_n_epochs is not None
+            and trainer.current_epoch > 0
+            and trainer.current_epoch % self.every_n_epochs == 0
+            and not any(e["epoch"] == trainer.current_epoch for e in self.events)
+        )
+        waited_out = (
+            self.on_plateau
+            and self.plateau_max_epochs is not None
+            and trainer.current_epoch - (self.events[-1]["epoch"] if self.events else 0)
+            >= self.plateau_max_epochs
+        )
+        if not (epoch_due or self.plateau_pending or waited_out) or not self._events_left():
+            return
+        self.plateau_pending = False
+        step = total if self.groups_per_step < 0 else self.groups_per_step
+        target = self._cap(current + step, total)
+        newly = pl_module.set_trainable_groups(
+            target, step=trainer.global_step, lr_scale=self.lr_scale_after_unfreeze
+        )
+        if not newly:
+            return
+        self.events.append(
+            {"epoch": trainer.current_epoch, "step": trainer.global_step, "groups": newly}
+        )
+        log.info(
+            "Epoch %d: unfroze %s (%d of %d backbone groups train)",
+            trainer.current_epoch,
+            ", ".join(newly),
+            pl_module.num_trainable_groups,
+            total,
+        )
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: FineTuneModule) -> None:
+        if not self.on_plateau or trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            return
+        if float(value) < self.best - 1e-4:
+            self.best, self.bad_epochs = float(value), 0
+        else:
+            self.bad_epochs += 1
+            if self.bad_epochs >= self.patience:
+                self.plateau_pending, self.bad_epochs = True, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "events": self.events,
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
+            "plateau_pending": self.plateau_pending,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.events = list(state_dict["events"])
+        self.best = state_dict["best"]
+        self.bad_epochs = state_dict["bad_epochs"]
+        self.plateau_pending = state_dict["plateau_pending"]

@@ -1,0 +1,294 @@
+"""Evaluate a checkpoint on an image folder: `python evaluate.py ckpt=PATH [data.root=...]`.
+
+Writes to the output dir: `metrics.json` (accuracy, loss, macro and per-class precision,
+recall and F1, confusion matrix), `report.txt` (the per-class report), `predictions.csv`
+(every image: true, predicted, confidence, loss), `confusion_matrix.png` and `top_losses.png`
+(the most confidently wrong images first).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
+
+from thawkit.data import folder
+from thawkit.data.digits import export_digits
+from thawkit.inference.predict import LoadedModel, load_checkpoint, predict_probabilities
+from thawkit.reporting.plots import confusion_figure, image_grid_figure, save_png, short
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("auto", "train", "val", "test", "all")
+THUMBNAIL = 160  # pixels: top-loss images are shown at this size
+
+
+def training_root(model: LoadedModel) -> Path | None:
+    """The image folder the checkpoint was trained on, as recorded in it."""
+    data = model.data
+    if data.get("root"):
+        return Path(data["root"]).expanduser()
+    if data.get("digits_root"):
+        return export_digits(data["digits_root"])  # the default dataset, exported once
+    return None
+
+
+def select_samples(
+    model: LoadedModel, root: str | os.PathLike | None = None, split: str = "auto"
+) -> tuple[Path, str, list[folder.Sample]]:
+    """Images to evaluate, labelled with the checkpoint's class indices.
+
+    Args:
+        model: the loaded checkpoint.
+        root: an image folder; None = the one the checkpoint was trained on.
+        split: `train`, `val`, `test`, `all` (every image under root), or `auto`: the test
+            split if there is one, else the validation split. On a folder other than the
+            training one that has no `train/` layout, `auto` means `all`.
+
+    Returns:
+        The root, the split used and the (path, label) samples.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is not one of {SPLITS}")
+    trained_on = training_root(model)
+    if root is None:
+        if trained_on is None:
+            raise folder.DataError(
+                f"{model.path} does not record its image folder: pass data.root=FOLDER"
+            )
+        root = trained_on
+    root = Path(root).expanduser()
+    same = trained_on is not None and root.resolve() == trained_on.resolve()
+    data = model.data if same else {}
+    # The training run's fractions and seed reproduce its val/test split of a flat folder.
+    names, splits = folder.discover(
+        root,
+        data.get("val_fraction") or 0.15,
+        data.get("test_fraction") or 0.0,
+        data.get("seed") or 0,
+        min_classes=1,
+    )
+    unknown = sorted(set(names) - set(model.class_names))
+    if unknown:
+        raise folder.DataError(
+            f"{root} has class folders {unknown} that the checkpoint does not know; its classes "
+            f"are {model.class_names}. Point data.root at a folder of those class folders."
+        )
+    if split == "auto":
+        split = (
+            "all"
+            if not same and not (root / "train").is_dir()
+            else "test"
+            if "test" in splits
+            else "val"
+        )
+    if split == "all":
+        samples = [s for part in splits.values() for s in part]
+    elif split in splits:
+        samples = splits[split]
+    else:
+        raise folder.DataError(
+            f"{root} has no {split} split; it has {sorted(splits)}. Set split=..."
+        )
+    to_ckpt = [model.class_names.index(n) for n in names]
+    return root, split, [(path, to_ckpt[label]) for path, label in samples]
+
+
+def classification_metrics(
+    labels: np.ndarray, probs: np.ndarray, class_names: list[str]
+) -> dict[str, Any]:
+    """Accuracy, cross-entropy, macro and per-class precision/recall/F1, confusion matrix."""
+    preds = probs.argmax(axis=1)
+    everyone = list(range(len(class_names)))
+    present = sorted(set(labels.tolist()))  # macro averages over the classes evaluated
+    p, r, f, support = precision_recall_fscore_support(
+        labels, preds, labels=everyone, zero_division=0
+    )
+    macro = precision_recall_fscore_support(
+        labels, preds, labels=present, average="macro", zero_division=0
+    )
+    true_prob = probs[np.arange(len(labels)), labels]
+    return {
+        "num_images": int(len(labels)),
+        "acc": float((preds == labels).mean()),
+        "loss": float(-np.log(np.clip(true_prob, 1e-12, 1.0)).mean()),
+        "precision_macro": float(macro[0]),
+        "recall_macro": float(macro[1]),
+        "f1_macro": float(macro[2]),
+        "per_class": {
+            name: {
+                "precision": float(p[i]),
+                "recall": float(r[i]),
+                "f1": float(f[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(class_names)
+        },
+        "confusion_matrix": confusion_matrix(labels, preds, labels=everyone).tolist(),
+    }
+
+
+def top_losses_figure(
+    paths: list[str],
+    labels: np.ndarray,
+    probs: np.ndarray,
+    class_names: list[str],
+    n: int = 16,
+) -> tuple[Any, list[int]]:
+    """The `n` images with the highest loss (confidently wrong first), titled true -> predicted."""
+    true_prob = probs[np.arange(len(labels)), labels]
+    losses = -np.log(np.clip(true_prob, 1e-12, 1.0))
+    order = np.argsort(-losses, kind="stable")[:n].tolist()
+    images, titles, colours = [], [], []
+    for i in order:
+        img = folder.load_rgb(paths[i])
+        img.thumbnail((THUMBNAIL, THUMBNAIL))  # large photos: decode once, keep small
+        images.append(np.asarray(img))
+        pred = int(probs[i].argmax())
+        titles.append(
+            f"{short(class_names[labels[i]])} -> {short(class_names[pred])}\n"
+            f"p={probs[i, pred]:.2f} loss={losses[i]:.2f}"
+        )
+        colours.append("black" if pred == labels[i] else "tab:red")
+    wrong = int((probs.argmax(axis=1) != labels).sum())
+    title = f"Top losses: {wrong} of {len(labels)} misclassified (red; true -> predicted)"
+    return image_grid_figure(images, titles, title, THUMBNAIL, colours), order
+
+
+def default_output_dir(model: LoadedModel, root: Path, split: str) -> Path:
+    return model.run_dir / "eval" / f"{root.resolve().name}-{split}"
+
+
+def evaluate(
+    ckpt: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    split: str = "auto",
+    output_dir: str | os.PathLike | None = None,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    top_losses: int = 16,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint and write metrics, report, predictions and figures.
+
+    Args:
+        ckpt: a thawkit checkpoint.
+        root: image folder (class folders, or train/val/test of class folders); None = the
+            folder the checkpoint was trained on.
+        split: see `select_samples`.
+        output_dir: where results go; None = `<run dir>/eval/<folder>-<split>`.
+        batch_size, num_workers: DataLoader settings.
+        top_losses: images in the top-losses grid.
+        device: `auto`, `cpu` or `cuda`.
+        progress: show a progress bar.
+
+    Returns:
+        The metrics written to `metrics.json`, with `output_dir` and the files written.
+    """
+    model = load_checkpoint(ckpt, device)
+    root, split, samples = select_samples(model, root, split)
+    if not samples:
+        raise folder.DataError(f"No images to evaluate in the {split} split of {root}")
+    paths = [Path(p) for p, _ in samples]
+    probs_t, errors = predict_probabilities(model, paths, batch_size, num_workers, progress)
+    skipped = {str(p): e for p, e in zip(paths, errors, strict=True) if e}
+    for p, e in skipped.items():
+        log.warning("Skipping unreadable image %s (%s)", p, e)
+    keep = [i for i, e in enumerate(errors) if not e]
+    if not keep:
+        raise folder.DataError(f"None of the {len(paths)} images under {root} could be read")
+    labels = np.array([samples[i][1] for i in keep])
+    probs = probs_t[keep].double().numpy()
+    kept_paths = [str(paths[i]) for i in keep]
+    names = model.class_names
+
+    out = Path(output_dir) if output_dir else default_output_dir(model, root, split)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = {
+        "ckpt": str(model.path),
+        "data_root": str(root),
+        "split": split,
+        "class_names": names,
+        **classification_metrics(labels, probs, names),
+        "skipped_files": skipped,
+    }
+    report = classification_report(
+        labels,
+        probs.argmax(axis=1),
+        labels=list(range(len(names))),
+        target_names=names,
+        digits=3,
+        zero_division=0,
+    )
+    (out / "report.txt").write_text(report)
+    _write_predictions(out / "predictions.csv", kept_paths, labels, probs, names)
+    fig = confusion_figure(metrics["confusion_matrix"], names, f"{root.name} ({split})")
+    files = {"confusion_matrix": save_png(fig, out / "confusion_matrix.png")}
+    if top_losses > 0:
+        fig, _ = top_losses_figure(kept_paths, labels, probs, names, top_losses)
+        files["top_losses"] = save_png(fig, out / "top_losses.png")
+    files.update(
+        {
+            "metrics": out / "metrics.json",
+            "report": out / "report.txt",
+            "predictions": out / "predictions.csv",
+        }
+    )
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    metrics["report"] = report
+    metrics["files"] = {k: str(v) for k, v in files.items()}
+    return metrics
+
+
+def _write_predictions(
+    path: Path, paths: list[str], labels: np.ndarray, probs: np.ndarray, names: list[str]
+) -> None:
+    preds = probs.argmax(axis=1)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "true", "predicted", "confidence", "prob_true", "loss", "correct"])
+        for i, p in enumerate(paths):
+            true_prob = probs[i, labels[i]]
+            writer.writerow(
+                [
+                    p,
+                    names[labels[i]],
+                    names[preds[i]],
+                    f"{probs[i, preds[i]]:.6f}",
+                    f"{true_prob:.6f}",
+                    f"{-np.log(max(true_prob, 1e-12)):.6f}",
+                    int(preds[i] == labels[i]),
+                ]
+            )
+
+
+def main(cfg: DictConfig) -> dict[str, Any]:
+    """The `evaluate.py` entry (src/thawkit/conf/evaluate.yaml): evaluate, print the report, write files."""
+    metrics = evaluate(
+        cfg.ckpt,
+        root=cfg.data.root,
+        split=cfg.split,
+        output_dir=cfg.output_dir,
+        batch_size=cfg.data.batch_size,
+        num_workers=cfg.data.num_workers,
+        top_losses=cfg.top_losses,
+        device=cfg.device,
+        progress=cfg.progress,
+    )
+    print(f"{metrics['data_root']} ({metrics['split']}): {metrics['num_images']} images")
+    print(metrics["report"])
+    print(
+        f"accuracy {metrics['acc']:.4f}  loss {metrics['loss']:.4f}  "
+        f"macro F1 {metrics['f1_macro']:.4f}"
+    )
+    for name, file in metrics["files"].items():
+        print(f"{name}: {file}")
+    return metrics

