@@ -1,6 +1,7 @@
 """The config reference in docs/config/ against the real conf/: find drift, and fix the tables.
 
-Every config group (a folder of conf/, e.g. `src/thawkit/conf/strategy/`) has a page `docs/config/<top
+Every config group (a folder of conf/, e.g. `src/thawkit/conf/strategy/`) has a page
+`docs/config/<top
 folder>.md`; the primary configs (`src/thawkit/conf/train.yaml`, `evaluate.yaml`, `predict.yaml`,
 `export.yaml`) have one each. A page holds, for each group, one table between the markers
 

@@ -97,7 +97,7 @@ def test_apply_probability_and_last_epochs_off() -> None:
 
 
 def test_class_weights_apply_to_soft_targets_as_documented() -> None:
-    """Loss = sum_i w_i CE(p_i, t'_i) / sum_i w_i, with w_i = sum_c t_ic w_c (thawkit.models.loss)."""
+    """Loss = sum_i w_i CE(p_i, t'_i) / sum_i w_i, with w_i = sum_c t_ic w_c (models/loss.py)."""
     torch.manual_seed(5)
     mixer = BatchMixer("mixup_cutmix", num_classes=3)
     images = torch.rand(7, 3, 8, 8)  # odd batch size

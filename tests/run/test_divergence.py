@@ -11,8 +11,8 @@ import torch
 from test_reliability_resume import run
 
 from conftest import make_image_folder, tiny_cfg
+from thawkit.finetune.loss_guard import NonFiniteLossError
 from thawkit.finetune.module import FineTuneModule
-from thawkit.run.lifecycle import NonFiniteLossError
 
 STEPS_PER_EPOCH = 4  # 24 training images, batch 6
 

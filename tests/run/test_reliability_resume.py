@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from conftest import make_image_folder, tiny_cfg
-from thawkit.run.lifecycle import RunInterrupted
+from thawkit.reporting.status import RunInterrupted
 from thawkit.run.train import train
 
 EPOCHS = 4

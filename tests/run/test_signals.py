@@ -25,7 +25,7 @@ from test_reliability_resume import SignalAt, run
 
 from conftest import make_image_folder, tiny_cfg
 from thawkit.finetune.module import FineTuneModule
-from thawkit.run.lifecycle import RunInterrupted
+from thawkit.reporting.status import RunInterrupted
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = [

@@ -1,4 +1,4 @@
-"""ema=true (thawkit.transfer.ema.EMA): the averaged weights are validated, saved, tested and resumed."""
+"""ema=true (transfer/ema.py): the averaged weights are validated, saved, tested and resumed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""L2-SP and EWC (thawkit.transfer.regularize): the pull towards w0, the penalty, the Fisher, resume."""
+"""L2-SP and EWC (transfer/regularize.py): the pull towards w0, the penalty, the Fisher, resume."""
 
 from __future__ import annotations
 

@@ -30,7 +30,8 @@ from thawkit.models.batchnorm import BN_POLICIES
 from thawkit.models.head import HEAD_KINDS, Head
 from thawkit.transfer.domain import DA_METHODS, MMD_ESTIMATORS
 
-# Top-level keys of src/thawkit/conf/train.yaml (group folders with their own package, and plain keys).
+# Top-level keys of src/thawkit/conf/train.yaml (group folders with their own package, and plain
+# keys).
 TOP_LEVEL = {
     "data", "model", "strategy", "optimizer", "scheduler", "callbacks", "logger", "trainer",
     "paths", "seed", "ckpt_path", "resume", "optimized_metric", "hydra",
@@ -205,7 +206,7 @@ def _check_backbone(name: str, errors: list[str]) -> bool:
 
 def layer_group_names(backbone: str) -> list[str]:
     """The layer group names of `backbone`, built on the meta device (no memory, no weights)."""
-    from thawkit.inference.predict import quiet_loggers
+    from thawkit.console import quiet_loggers
 
     # Only the structure is read: the weights module's "random initialisation" notice would
     # mislead here.

@@ -259,7 +259,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.skipped_files: dict[str, str] = {}
         self.check_time_s = 0.0
         self.mixer: BatchMixer | None = None
-        # Set by thawkit.run.speed.SpeedOptions: decoded images held in memory, and the pooled-feature
+        # Set by thawkit.run.speed.SpeedOptions: decoded images held in memory, and the
+        # pooled-feature
         # cache that serves head-only epochs (a `wrap(split, loader)` that picks the source).
         self.image_cache: ImageCache | None = None
         self.feature_source: Any = None

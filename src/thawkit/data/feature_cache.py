@@ -23,7 +23,8 @@ What is trained never changes silently:
   (mixing features is not mixing images), `bn_policy=none` (frozen groups would update their
   statistics), the backbone's training forward differs from its evaluation forward (dropout or
   stochastic depth in the backbone: checked on the first batch), several processes train (DDP),
-  or domain adaptation is on (its loss needs features computed with gradients, `thawkit.transfer.domain`).
+  or domain adaptation is on (its loss needs features computed with gradients,
+  `thawkit.transfer.domain`).
 
 Features are looked up by a cache key over everything that determines them (backbone name,
 weights source, a digest of every parameter and buffer, the transform, the image source, the

@@ -1,7 +1,8 @@
 """Image transforms built from the backbone's own preprocessing (torchvision.transforms.v2).
 
 Nothing here knows a mean, a std or an input size: they come from the backbone
-(`thawkit.models.backbone.Preprocessing`), so a backbone trained with mean = std = 0.5 (EfficientNet-
+(`thawkit.models.backbone.Preprocessing`), so a backbone trained with mean = std = 0.5
+(EfficientNet-
 Lite) and one trained with ImageNet statistics (ResNet) each get their own.
 
 Augmentation presets (`augment=` config group): `none`, `basic` (random resized crop +

@@ -63,8 +63,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from thawkit import CONF_DIR
+from thawkit.atomic import write_json_atomic
 from thawkit.config.checks import layer_group_names, validate
-from thawkit.reporting.summary import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -292,9 +292,9 @@ def _features(backbone: Any, dataset: Any, batch_size: int, device: torch.device
 def _probe(
     cfg: DictConfig, datamodule: Any, signals: Signals, max_images: int, seed: int, baseline: bool
 ) -> None:
+    from thawkit.console import quiet_loggers
     from thawkit.data.datamodule import ImageDataset
     from thawkit.data.transforms import eval_transform
-    from thawkit.inference.predict import quiet_loggers
     from thawkit.models.backbone import build_backbone
 
     start = time.perf_counter()
@@ -539,7 +539,7 @@ def _conf_dir() -> Path:
 
 
 def strategy_config(name: str) -> DictConfig:
-    """src/thawkit/conf/strategy/<name>.yaml as loaded (its `_global_` keys: strategy, maybe model)."""
+    """conf/strategy/<name>.yaml as loaded (its `_global_` keys: strategy, maybe model)."""
     path = _conf_dir() / "strategy" / f"{name}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"strategy=auto picked {name} but {path} is missing")

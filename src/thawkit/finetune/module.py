@@ -27,17 +27,15 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from thawkit.finetune.loss_guard import check_loss
 from thawkit.finetune.lr_schedule import FineTuneLR
 from thawkit.models import batchnorm
 from thawkit.models.backbone import Backbone, LayerGroup, build_backbone
-from thawkit.models.head import Head
+from thawkit.models.head import HEAD, Head
 from thawkit.models.loss import soft_target_cross_entropy
-from thawkit.run.lifecycle import check_loss
 from thawkit.transfer.domain import DomainAdaptation, DomainBatch
 
 log = logging.getLogger(__name__)
-
-HEAD = "head"
 
 
 def _metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -69,7 +67,8 @@ class FineTuneModule(L.LightningModule):
         bn_freeze_affine: also freeze BatchNorm weight/bias where statistics are frozen.
         class_names: names of the classes, saved with the checkpoint for prediction.
         class_weights: per-class loss weights, or None.
-        domain_adaptation: the `da` config (`thawkit.transfer.domain.DomainAdaptation`): with a method,
+        domain_adaptation: the `da` config (`thawkit.transfer.domain.DomainAdaptation`): with a
+        method,
             training batches carry target images and the step adds the domain loss. Not saved
             in the hyperparameters: a checkpoint loaded for prediction has no domain loss.
     """
@@ -128,7 +127,8 @@ class FineTuneModule(L.LightningModule):
         # A weight regularizer (thawkit.transfer.regularize) attaches itself here for a fit; its
         # penalty is added to the training loss and logged as train/penalty.
         self.regularizer: Any = None
-        # Domain adaptation (thawkit.transfer.domain): the loss on source and target features (a DANN
+        # Domain adaptation (thawkit.transfer.domain): the loss on source and target features (a
+        # DANN
         # domain classifier trains with the head), and accuracy on a labelled target folder.
         da = domain_adaptation
         self.domain_loss = da.build_loss(self.backbone.num_features) if da is not None else None

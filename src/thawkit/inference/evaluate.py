@@ -271,7 +271,7 @@ def _write_predictions(
 
 
 def main(cfg: DictConfig) -> dict[str, Any]:
-    """The `evaluate.py` entry (src/thawkit/conf/evaluate.yaml): evaluate, print the report, write files."""
+    """The `evaluate.py` entry (conf/evaluate.yaml): evaluate, print the report, write files."""
     metrics = evaluate(
         cfg.ckpt,
         root=cfg.data.root,

@@ -24,7 +24,8 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from thawkit.inference.predict import LoadedModel, load_checkpoint, quiet_loggers
+from thawkit.console import quiet_loggers
+from thawkit.inference.predict import LoadedModel, load_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from omegaconf import DictConfig
 from rich.progress import track
 from torch.utils.data import DataLoader, Dataset
 
+from thawkit.console import quiet_loggers
 from thawkit.data.folder import IMG_EXTENSIONS, load_rgb
 from thawkit.data.transforms import eval_transform
 from thawkit.finetune.module import FineTuneModule
@@ -72,19 +72,6 @@ class LoadedModel:
             "(interpolation), centre-crop image_size, scale to [0, 1], then (x - mean) / std",
             "output": "logits (N, num_classes); softmax over dim 1 gives class probabilities",
         }
-
-
-@contextmanager
-def quiet_loggers(*names: str) -> Iterator[None]:
-    """Raise the named loggers to WARNING while the block runs."""
-    saved = {name: logging.getLogger(name).level for name in names}
-    for name in names:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for name, level in saved.items():
-            logging.getLogger(name).setLevel(level)
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -4,7 +4,8 @@ Every figure is a plain `matplotlib.figure.Figure` rendered by the Agg canvas: n
 window, no global backend switch, so the same figures go to PNG files and to TensorBoard from
 training, tests, notebooks and headless servers alike.
 
-`write_run_plots` draws a run's `plots/` from its summary.json; `python -m thawkit.reporting.plots RUN_DIR`
+`write_run_plots` draws a run's `plots/` from its summary.json; `python -m thawkit.reporting.plots
+RUN_DIR`
 redraws them for an existing run.
 """
 

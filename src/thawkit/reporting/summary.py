@@ -3,7 +3,6 @@ and draws the run's `plots/` from it."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -12,23 +11,18 @@ from typing import Any
 
 import lightning as L
 
+from thawkit.atomic import write_json_atomic
 from thawkit.finetune.module import FineTuneModule
 from thawkit.finetune.unfreeze import UnfreezeSchedule
 from thawkit.reporting.diagnosis import assess
 from thawkit.reporting.plots import write_run_plots
-from thawkit.run.lifecycle import run_status
+from thawkit.reporting.status import run_status
 
 log = logging.getLogger(__name__)
 
 
 def _num(v: Any) -> float:
     return float(v.item() if hasattr(v, "item") else v)
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 class RunSummary(L.Callback):
@@ -66,7 +60,8 @@ class RunSummary(L.Callback):
         self.train_time = 0.0
         self.images = 0
         self._epoch_start = 0.0
-        # completed | interrupted | failed (with `error`), as in thawkit.run.lifecycle.run_status.
+        # completed | interrupted | failed (with `error`), as in
+        # thawkit.reporting.status.run_status.
         self.status = "completed"
         self.error: str | None = None
 

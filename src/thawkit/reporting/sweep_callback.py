@@ -13,8 +13,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from thawkit.reporting import result
 from thawkit.reporting import sweep_report as report
-from thawkit.run import job
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,9 @@ class SweepReportCallback(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         # thawkit.run.job.run records its own failures; this catches anything that escaped it.
         output_dir = config.hydra.runtime.output_dir
-        if job_return.status == JobStatus.FAILED and job.read_result(output_dir) is None:
+        if job_return.status == JobStatus.FAILED and result.read_result(output_dir) is None:
             error = job_return._return_value  # the exception; .return_value would re-raise it
-            job.write_result(
+            result.write_result(
                 output_dir, status="failed", value=None, error=f"{type(error).__name__}: {error}"
             )
 

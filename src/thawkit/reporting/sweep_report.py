@@ -1,6 +1,7 @@
 """The sweep report: one row per run, runs grouped by what the sweep varied, and a plot.
 
-`python -m thawkit.reporting.sweep_report PATH` reports on any folder of runs (a multirun dir, `outputs/`, one
+`python -m thawkit.reporting.sweep_report PATH` reports on any folder of runs (a multirun dir,
+`outputs/`, one
 run); the Hydra callback `thawkit.reporting.sweep_callback.SweepReportCallback` writes it when a
 multirun ends. It writes, in PATH:
 
@@ -31,7 +32,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from thawkit.run.job import RESULT_FILE
+from thawkit.reporting.result import RESULT_FILE
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +339,7 @@ def write_report(root: str | Path) -> dict[str, Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m thawkit.reporting.sweep_report PATH`: write the report for a folder of runs and print it."""
+    """`python -m thawkit.reporting.sweep_report PATH`: write and print a folder's report."""
     parser = argparse.ArgumentParser(
         prog="python -m thawkit.reporting.sweep_report", description=main.__doc__
     )

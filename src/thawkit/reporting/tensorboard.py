@@ -24,9 +24,10 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
-from thawkit.finetune.module import HEAD, FineTuneModule
+from thawkit.finetune.module import FineTuneModule
 from thawkit.finetune.unfreeze import UnfreezeSchedule
 from thawkit.models import batchnorm
+from thawkit.models.head import HEAD
 from thawkit.reporting.plots import (
     confusion_figure,
     denormalize,

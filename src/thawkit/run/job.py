@@ -20,29 +20,24 @@ This module is also that child's entry point: `python -m thawkit.run.job --confi
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
 import subprocess
 import sys
 import time
 import traceback
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from thawkit.reporting.result import RESULT_FILE, read_result, write_result
+
 log = logging.getLogger(__name__)
 
-RESULT_FILE = "result.json"
 # One path component must stay under 255 bytes: the job number and its overrides, shortened.
 DIRNAME_LIMIT = 200
 
@@ -66,7 +61,8 @@ def job_dirname(overrides: str, limit: int = DIRNAME_LIMIT) -> str:
     return ",".join(items).replace("/", "-")[:limit]
 
 
-# Used by hydra.sweep.subdir (src/thawkit/conf/hydra/default.yaml). Registered on import: every process that
+# Used by hydra.sweep.subdir (src/thawkit/conf/hydra/default.yaml). Registered on import: every
+# process that
 # names a job dir (the sweep's, a joblib or submitit worker) imports thawkit.run.train first.
 OmegaConf.register_new_resolver("thawkit_job_dirname", job_dirname, replace=True)
 
@@ -80,23 +76,6 @@ def metric_mode(cfg: DictConfig) -> str:
     """`max` or `min`: how the checkpoint callback (and the report) ranks the optimised metric."""
     mode = cfg.get("callbacks", {}).get("model_checkpoint", {}) or {}
     return str(mode.get("mode", "max"))
-
-
-def write_result(output_dir: str | Path, **fields: Any) -> Path:
-    """Write `result.json` in `output_dir` (NaN values are stored as null)."""
-    path = Path(output_dir) / RESULT_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in fields.items()}
-    clean.setdefault("torch_threads", torch.get_num_threads())
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(clean, indent=2))
-    os.replace(tmp, path)
-    return path
-
-
-def read_result(output_dir: str | Path) -> dict[str, Any] | None:
-    path = Path(output_dir) / RESULT_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def needs_own_process(cfg: DictConfig) -> bool:

@@ -24,7 +24,6 @@ import math
 import os
 import signal
 import threading
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -33,69 +32,14 @@ import lightning as L
 import torch
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from thawkit.finetune.loss_guard import NonFiniteLossError, describe_checkpoints
+from thawkit.reporting.status import RunInterrupted
 
 log = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 MID_EPOCH_KEY = "thawkit_mid_epoch"
-
-
-class RunInterrupted(SystemExit):
-    """The run stopped on Ctrl-C or SIGTERM after saving `last.ckpt` (exit code 128 + signal)."""
-
-    def __init__(self, signum: int, epoch: int, step: int, checkpoint: Path | None) -> None:
-        super().__init__(128 + signum)
-        self.signal = signal.Signals(signum).name
-        self.epoch, self.step, self.checkpoint = epoch, step, checkpoint
-
-    def __str__(self) -> str:
-        saved = f"saved {self.checkpoint}" if self.checkpoint else "no checkpoint saved"
-        return f"{self.signal} at epoch {self.epoch}, step {self.step}: {saved}"
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss (or a weight) became NaN or infinite: the run stops before saving that model."""
-
-
-def run_status(exception: BaseException) -> tuple[str, str | None]:
-    """(`status`, `error`) of summary.json for a run that ended with `exception`."""
-    if isinstance(exception, (RunInterrupted, KeyboardInterrupt, SIGTERMException)):
-        return "interrupted", str(exception) or type(exception).__name__
-    text = "".join(traceback.format_exception_only(type(exception), exception)).strip()
-    return "failed", text
-
-
-def describe_checkpoints(trainer: L.Trainer) -> str:
-    """The checkpoints on disk that a run can go back to, e.g. for an error message."""
-    seen: list[str] = []
-    for cb in trainer.checkpoint_callbacks:
-        if not isinstance(cb, ModelCheckpoint):
-            continue
-        for path in (cb.best_model_path, cb.last_model_path):
-            if not path or not Path(path).is_file() or any(path in s for s in seen):
-                continue
-            if cb.monitor and path == cb.best_model_path and cb.best_model_score is not None:
-                seen.append(f"{path} (best {cb.monitor}={float(cb.best_model_score):.4g})")
-            else:
-                seen.append(f"{path} (saved at step {cb._last_global_step_saved})")
-    return ", ".join(seen) if seen else "none yet (no epoch finished)"
-
-
-def check_loss(module: L.LightningModule, loss: torch.Tensor, batch_idx: int) -> None:
-    """Raise `NonFiniteLossError` for a NaN or infinite training loss, before backward runs."""
-    if torch.isfinite(loss).all():
-        return
-    trainer = module.trainer
-    raise NonFiniteLossError(
-        f"Non-finite training loss ({float(loss.detach().float().mean())}) at epoch "
-        f"{trainer.current_epoch}, step {trainer.global_step} (batch {batch_idx} of the epoch). "
-        "The run stopped before this step changed any weight. Last good checkpoints: "
-        f"{describe_checkpoints(trainer)}. To fix: lower model.lr, set "
-        "trainer.gradient_clip_val (e.g. 1.0), or check the data; trainer.detect_anomaly=true "
-        "names the operation that produced it."
-    )
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -3,7 +3,8 @@
 - `python train.py resume=DIR` continues the run in DIR with DIR's own config (the
   `.hydra/config.yaml` it was started with, plus the value overrides of every resume, e.g.
   `trainer.max_epochs=20`) from `DIR/checkpoints/last.ckpt`. Hydra's run dir follows
-  `resume` (the `thawkit_run_dir` resolver in src/thawkit/conf/hydra/default.yaml), so logs, TensorBoard
+  `resume` (the `thawkit_run_dir` resolver in src/thawkit/conf/hydra/default.yaml), so logs,
+  TensorBoard
   events and checkpoints continue there; the resume's own Hydra record goes to
   `DIR/.hydra/resumed-<time>/`, leaving the original untouched.
 - `ckpt_path=last` resumes from the run dir's own `checkpoints/last.ckpt` (with a fixed
@@ -64,7 +65,8 @@ def hydra_subdir(resume: object, ckpt_path: object, stamp: str) -> str:
     return ".hydra"
 
 
-# Used by src/thawkit/conf/hydra/default.yaml. Registered on import: train.py imports thawkit.run.train (which
+# Used by src/thawkit/conf/hydra/default.yaml. Registered on import: train.py imports
+# thawkit.run.train (which
 # imports this module) before Hydra composes the config.
 OmegaConf.register_new_resolver("thawkit_run_dir", run_dir, replace=True)
 OmegaConf.register_new_resolver("thawkit_hydra_subdir", hydra_subdir, replace=True)

@@ -42,7 +42,8 @@ def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Tra
     if cfg.get("seed") is not None:
         L.seed_everything(seed, workers=True)
     preprocessing = resolve_preprocessing(cfg.model.backbone)
-    # Domain adaptation (src/thawkit/conf/da): the target folders go to the data, the loss to the model.
+    # Domain adaptation (src/thawkit/conf/da): the target folders go to the data, the loss to the
+    # model.
     da: DomainAdaptation | None = instantiate(cfg.da) if cfg.get("da") else None
     targets = {"target_root": da.target_root if da and da.enabled else None,
                "target_val_root": da.target_val_root if da else None}  # fmt: skip
@@ -104,7 +105,8 @@ def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Tra
 def init_head_from_checkpoint(model: FineTuneModule, weights: str, reset_head: bool) -> None:
     """Fine-tuning again from a thawkit checkpoint (`model.weights=<run>/checkpoints/best.ckpt`).
 
-    The backbone comes from the checkpoint (thawkit.models.weights); the head too when the checkpoint
+    The backbone comes from the checkpoint (thawkit.models.weights); the head too when the
+    checkpoint
     was trained on the same classes. On other classes this is an error, unless
     `model.reset_head=true`: then the head starts fresh, with a warning.
     """
@@ -137,8 +139,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit (and test when there is a test split); returns the final metrics.
 
     Raises:
-        thawkit.run.lifecycle.RunInterrupted: on Ctrl-C/SIGTERM, after saving last.ckpt.
-        thawkit.run.lifecycle.NonFiniteLossError: when the loss diverged (nothing saved after it).
+        thawkit.reporting.status.RunInterrupted: on Ctrl-C/SIGTERM, after saving last.ckpt.
+        thawkit.finetune.loss_guard.NonFiniteLossError: when the loss diverged (nothing saved after
+        it).
         thawkit.run.rundir.RunDirError: nothing to resume, or the run dir holds another run.
     """
     validate(cfg)

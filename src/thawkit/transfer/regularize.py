@@ -39,9 +39,10 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.utils.data import DataLoader, Subset
 
-from thawkit.finetune.module import HEAD, FineTuneModule
+from thawkit.finetune.module import FineTuneModule
 from thawkit.models import weights as weight_sources
 from thawkit.models.backbone import TORCHVISION_BACKBONES
+from thawkit.models.head import HEAD
 
 log = logging.getLogger(__name__)
 
