@@ -25,11 +25,10 @@ TINY = [
 
 
 def run_train(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python train.py *args` from the repo root with this checkout's src/ and tests/ first."""
+    """`python train.py *args` from the repo root with this checkout's src/, tests/ and tools/probes/ first."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO / "src"), str(REPO / "tests"), env.get("PYTHONPATH", "")]
-    )
+    paths = [str(REPO / "src"), str(REPO / "tests"), str(REPO / "tools" / "probes")]
+    env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")])
     env["THAWKIT_OFFLINE"] = "1"
     env["HYDRA_FULL_ERROR"] = "1"
     return subprocess.run(
@@ -62,7 +61,8 @@ def run_train_here(*args: str, monkeypatch) -> int:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
-    paths = [str(REPO / "src"), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]
+    paths = [str(REPO / "src"), str(REPO / "tests"), str(REPO / "tools" / "probes")]
+    paths.append(os.environ.get("PYTHONPATH", ""))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
     monkeypatch.setattr(sys, "argv", [str(REPO / "train.py"), *args])
     GlobalHydra.instance().clear()

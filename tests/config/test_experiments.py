@@ -20,7 +20,9 @@ import thawkit
 from conftest import CONF_DIR
 
 CONF = thawkit.CONF_DIR
-STRATEGIES = ["feature_extraction", "partial", "gradual", "full", "two_phase", "scratch"]
+STRATEGIES = [
+    "feature_extraction", "partial", "gradual", "full", "two_phase", "lp_ft", "auto", "scratch",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -65,7 +67,7 @@ def check_strategy_defaults(cfg: DictConfig, strategy: str) -> None:
 
 
 def check_compare_strategies(jobs: list[dict[str, str]], compose_one: Callable) -> None:
-    assert len(jobs) == 18
+    assert len(jobs) == 3 * len(STRATEGIES)
     assert {j["strategy"] for j in jobs} == set(STRATEGIES)
     assert {j["seed"] for j in jobs} == {"0", "1", "2"}
     for job in one_seed(jobs):

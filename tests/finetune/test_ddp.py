@@ -1,7 +1,7 @@
 """DDP for real: two CPU processes (gloo) train `strategy=gradual` with `imbalance=sampler`.
 
 The training images carry their own index in the red channel, so each rank's probe callback
-(tests/ddp_probe.py) records exactly which samples it trained on.
+(tools/probes/ddp_probe.py) records exactly which samples it trained on.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Every strategy, step by step, on the toy backbone: what trains, BatchNorm modes, statistics, LRs.
 
 Runs go through the real composed Hydra config and `thawkit.run.train.build`, with a `Probe`
-callback (tests/finetune_probe.py). The expectations below are written from the strategies'
+callback (tools/probes/finetune_probe.py). The expectations below are written from the strategies'
 configs (src/thawkit/conf/strategy/*.yaml), not from the code under test:
 
 - test_efficientnet has 6 layer groups, stem .. stage_5; strategies unfreeze from the top.

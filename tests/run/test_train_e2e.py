@@ -9,7 +9,9 @@ import pytest
 
 from thawkit.run.train import train
 
-STRATEGIES = ["feature_extraction", "partial", "gradual", "full", "two_phase", "scratch"]
+STRATEGIES = [
+    "feature_extraction", "partial", "gradual", "full", "two_phase", "lp_ft", "auto", "scratch",
+]  # fmt: skip
 
 CONTRACT = {
     "strategy": str,
@@ -41,7 +43,8 @@ HISTORY_KEYS = {
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_strategy_runs_and_writes_summary(strategy: str, make_cfg) -> None:
-    cfg = make_cfg(f"strategy={strategy}")
+    # trainer.max_epochs given as an override, as a user would: auto then plans within it
+    cfg = make_cfg(f"strategy={strategy}", "trainer.max_epochs=2")
     metrics = train(cfg)
     summary = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
     for key, kind in CONTRACT.items():
@@ -55,4 +58,4 @@ def test_strategy_runs_and_writes_summary(strategy: str, make_cfg) -> None:
     assert {"epoch", "val/acc", "val/loss", "val/f1_macro"} <= set(summary["best"])
     assert "test/acc" in summary["test"] and "test/acc" in metrics
     assert (Path(cfg.paths.output_dir) / summary["checkpoint"]).is_file()
-    assert summary["weights"] == ("none" if strategy == "scratch" else "none")
+    assert summary["weights"] == cfg.model.weights == "none"  # the tiny setup trains from random
