@@ -25,7 +25,7 @@ TINY = [
 
 
 def run_train(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python train.py *args` from the repo root with this checkout's src/, tests/ and tools/probes/ first."""
+    """`python train.py *args` from the repo root, this checkout's code first on the path."""
     env = dict(os.environ)
     paths = [str(REPO / "src"), str(REPO / "tests"), str(REPO / "tools" / "probes")]
     env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")])
