@@ -17,6 +17,8 @@ from thawkit.models.backbone import (
     TORCHVISION_BACKBONES,
     Backbone,
     build_backbone,
+    build_model,
+    classifier_of,
     resolve_preprocessing,
 )
 
@@ -80,6 +82,23 @@ def test_pooled_features_have_num_features(name: str) -> None:
     with torch.no_grad():
         out = b(torch.randn(2, 3, 64, 64))
     assert out.shape == (2, width)
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_the_dropped_classifier_maps_the_pooled_features_to_the_source_classes(name: str) -> None:
+    """full model = its classifier on the Backbone's features (EWC's source model relies on it)."""
+    torch.manual_seed(0)
+    full = build_model(name, with_classifier=True).eval()
+    body = build_model(name).eval()
+    body.load_state_dict({k: v for k, v in full.state_dict().items() if k in body.state_dict()})
+    classifier = classifier_of(full, name)
+    assert classifier is not None and not isinstance(classifier, nn.Identity)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        features, logits = body(x), full(x)
+        assert features.shape == (2, EXPECTED[name][1])
+        assert logits.shape == (2, 1000)
+        torch.testing.assert_close(classifier(features), logits)
 
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION_BACKBONES))

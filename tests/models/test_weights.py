@@ -21,8 +21,14 @@ from safetensors.torch import save_file
 from skimage import data as skdata
 
 from thawkit.data.transforms import eval_transform
-from thawkit.models.backbone import Preprocessing, build_backbone, resolve_preprocessing
-from thawkit.models.weights import WeightsError, bundled_state_dict
+from thawkit.models.backbone import (
+    Preprocessing,
+    build_backbone,
+    build_model,
+    classifier_of,
+    resolve_preprocessing,
+)
+from thawkit.models.weights import NoClassifierError, WeightsError, bundled_state_dict, load_weights
 
 CATS = range(281, 286)
 IMAGENET_STATS = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
@@ -129,6 +135,34 @@ def test_weights_file_of_another_architecture_fails(tmp_path: Path) -> None:
         build_backbone("test_efficientnet", str(path))
 
 
+# ----------------------------------------------------------------------------- with the classifier
+def test_bundled_with_classifier_is_the_full_imagenet_model() -> None:
+    model = build_model("tf_efficientnet_lite0", with_classifier=True)
+    load_weights(model, "tf_efficientnet_lite0", "bundled", with_classifier=True)
+    full = lite0_imagenet().state_dict()
+    assert set(model.state_dict()) == set(full)
+    assert all(torch.equal(v, full[k]) for k, v in model.state_dict().items())
+
+
+def test_weights_file_with_classifier_loads_it_and_one_without_fails(tmp_path: Path) -> None:
+    torch.manual_seed(4)
+    full = build_model("test_efficientnet", with_classifier=True).state_dict()
+    path = tmp_path / "full.safetensors"  # keys as a wrapped model names them
+    save_file({f"model.{k}": v.contiguous() for k, v in full.items()}, str(path))
+    model = build_model("test_efficientnet", with_classifier=True)
+    load_weights(model, "test_efficientnet", str(path), with_classifier=True)
+    assert all(torch.equal(v, full[k]) for k, v in model.state_dict().items())
+    assert torch.equal(classifier_of(model, "test_efficientnet").weight, full["classifier.weight"])
+
+    headless = tmp_path / "backbone_only.pth"
+    torch.save(build_model("test_efficientnet").state_dict(), headless)
+    load_weights(build_model("test_efficientnet"), "test_efficientnet", str(headless))  # fits
+    with pytest.raises(NoClassifierError, match=r"holds no classifier .*classifier\.weight"):
+        load_weights(model, "test_efficientnet", str(headless), with_classifier=True)
+    with pytest.raises(NoClassifierError, match="is a thawkit checkpoint"):
+        load_weights(model, "test_efficientnet", str(tmp_path / "run.ckpt"), with_classifier=True)
+
+
 # ----------------------------------------------------------------------------- imagenet, offline
 @pytest.fixture
 def offline_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
@@ -200,3 +234,32 @@ def test_imagenet_offline_uses_the_hugging_face_cache(offline_caches: dict[str, 
     own = backbone.model.state_dict()
     assert "classifier.weight" not in own
     assert all(torch.equal(v, full[k]) for k, v in own.items())
+
+
+def test_imagenet_offline_with_classifier_torchvision(offline_caches: dict[str, Path]) -> None:
+    import torchvision
+
+    torch.manual_seed(5)
+    full = torchvision.models.resnet18().state_dict()
+    cached = offline_caches["torch"] / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    torch.save(full, cached)
+    model = build_model("resnet18", with_classifier=True)
+    load_weights(model, "resnet18", "imagenet", with_classifier=True)
+    assert torch.equal(classifier_of(model, "resnet18").weight, full["fc.weight"])
+    assert all(torch.equal(v, full[k]) for k, v in model.state_dict().items())
+
+
+def test_imagenet_offline_with_classifier_timm(offline_caches: dict[str, Path]) -> None:
+    torch.manual_seed(6)
+    full = timm.create_model("test_efficientnet", pretrained=False).state_dict()
+    repo = offline_caches["hf"] / "hub" / "models--timm--test_efficientnet.r160_in1k"
+    snapshot = repo / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    save_file({k: v.contiguous() for k, v in full.items()}, str(snapshot / "model.safetensors"))
+    model = build_model("test_efficientnet", with_classifier=True)
+    load_weights(model, "test_efficientnet", "imagenet", with_classifier=True)
+    assert torch.equal(classifier_of(model, "test_efficientnet").bias, full["classifier.bias"])
+    assert all(torch.equal(v, full[k]) for k, v in model.state_dict().items())

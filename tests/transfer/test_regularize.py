@@ -19,7 +19,6 @@ from thawkit.transfer.regularize import (
     L2SP,
     RegularizerError,
     WeightRegularizer,
-    diagonal_fisher,
     source_classifier,
 )
 
@@ -175,30 +174,6 @@ def test_resume_without_saved_fisher_fails_clearly(images: Path, tmp_path: Path)
         fit(again, ckpt_path=str(last))
 
 
-def test_fisher_matches_a_per_image_autograd_loop() -> None:
-    torch.manual_seed(0)
-    module = FineTuneModule(2, "test_efficientnet", "none")
-    backbone = module.backbone.model  # frozen (requires_grad=False): torch.func needs no grads
-    classifier = source_classifier("test_efficientnet", "none")
-    x = torch.randn(5, 3, 32, 32)
-    fisher = diagonal_fisher(backbone, classifier, [(x, None)], seed=3, chunk=2)
-    # The same labels: sampled from the source model's softmax with the same seed.
-    with torch.no_grad():
-        probs = torch.softmax(classifier(backbone(x)), -1)
-    y = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(3)).squeeze(1)
-    expected = {n: torch.zeros_like(p) for n, p in backbone.named_parameters()}
-    backbone.requires_grad_(True)
-    classifier.requires_grad_(True)
-    for i in range(len(x)):
-        backbone.zero_grad()
-        torch.log_softmax(classifier(backbone(x[i : i + 1])), -1)[0, y[i]].backward()
-        for n, p in backbone.named_parameters():
-            expected[n] += p.grad**2 / len(x)
-    for n in expected:
-        torch.testing.assert_close(fisher[n], expected[n], rtol=1e-4, atol=1e-10)
-    assert any(float(f.sum()) > 0 for f in fisher.values())
-
-
 def test_source_classifier_of_the_bundled_lite0_is_its_imagenet_head() -> None:
     import timm
 
@@ -220,6 +195,28 @@ def test_ewc_without_a_source_classifier_fails_clearly(tmp_path: Path) -> None:
         source_classifier("test_efficientnet", str(no_head))
     with pytest.raises(RegularizerError, match="thawkit checkpoint.*regularizer=l2sp"):
         source_classifier("test_efficientnet", str(tmp_path / "run.ckpt"))
+
+
+def test_source_classifier_from_a_weights_file_comes_through_the_weights_loader(
+    tmp_path: Path,
+) -> None:
+    """A file source: thawkit.models.weights reads it (safetensors, `module.` keys), not EWC."""
+    from safetensors.torch import save_file
+
+    from thawkit.models.backbone import build_model
+
+    torch.manual_seed(7)
+    full = build_model("test_efficientnet", with_classifier=True).state_dict()
+    path = tmp_path / "source.safetensors"
+    save_file({f"module.{k}": v.contiguous() for k, v in full.items()}, str(path))
+    head = source_classifier("test_efficientnet", str(path))
+    assert torch.equal(head.weight, full["classifier.weight"])
+    assert torch.equal(head.bias, full["classifier.bias"])
+
+
+def test_a_module_without_a_backbone_is_refused_clearly() -> None:
+    with pytest.raises(TypeError, match="FineTuneModule only .*LightningModule has no backbone"):
+        L2SP().setup(None, L.LightningModule(), "fit")
 
 
 def test_bad_settings_fail_clearly(tmp_path: Path) -> None:

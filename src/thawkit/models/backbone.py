@@ -1,8 +1,9 @@
 """Pretrained backbones behind one interface: pooled features, ordered layer groups, preprocessing.
 
 timm models declare their layer groups (`group_matcher(coarse=True)`) and preprocessing
-(`pretrained_cfg`). torchvision models do not, so a small per-family table below says which
-modules form each group. Nothing else in thawkit walks a model's children.
+(`pretrained_cfg`). torchvision models do not, so a small per-family table
+(models/torchvision_families.py) says which modules form each group. Nothing else in thawkit
+walks a model's children.
 """
 
 from __future__ import annotations
@@ -15,49 +16,10 @@ import torch
 import torchvision
 from torch import nn
 
-from thawkit.models.weights import load_backbone_weights
+from thawkit.models.torchvision_families import TORCHVISION_BACKBONES
+from thawkit.models.weights import load_weights
 
 log = logging.getLogger(__name__)
-
-# Parameter-name prefixes of each layer group, ordered input -> output.
-_RESNET_GROUPS = [
-    ("stem", ("conv1.", "bn1.")),
-    *[(f"stage_{i}", (f"layer{i}.",)) for i in range(1, 5)],
-]
-
-
-def _features_groups(n: int) -> list[tuple[str, tuple[str, ...]]]:
-    """`features[0]` is the stem, `features[1..n-1]` are stage_1..stage_{n-1}."""
-    return [("stem", ("features.0.",))] + [(f"stage_{i}", (f"features.{i}.",)) for i in range(1, n)]
-
-
-@dataclass(frozen=True)
-class _TorchvisionFamily:
-    groups: list[tuple[str, tuple[str, ...]]]
-    num_features: int
-    drop_classifier: str  # attribute path of the final Linear, replaced by Identity
-
-
-TORCHVISION_BACKBONES: dict[str, _TorchvisionFamily] = {
-    "resnet18": _TorchvisionFamily(_RESNET_GROUPS, 512, "fc"),
-    "resnet50": _TorchvisionFamily(_RESNET_GROUPS, 2048, "fc"),
-    # The pretrained classifier's first Linear (960 -> 1280) belongs to the old head: dropped.
-    "mobilenet_v3_large": _TorchvisionFamily(_features_groups(17), 960, "classifier"),
-    "efficientnet_b0": _TorchvisionFamily(_features_groups(9), 1280, "classifier"),
-    # ConvNeXt: a stage is its downsampling layer plus its blocks (as in timm's `stages.N`);
-    # the LayerNorm on the pooled features (classifier.0) is part of the pretrained body.
-    "convnext_tiny": _TorchvisionFamily(
-        [
-            ("stem", ("features.0.",)),
-            ("stage_1", ("features.1.",)),
-            ("stage_2", ("features.2.", "features.3.")),
-            ("stage_3", ("features.4.", "features.5.")),
-            ("stage_4", ("features.6.", "features.7.", "classifier.0.")),
-        ],
-        768,
-        "classifier.2",
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -211,6 +173,33 @@ def _timm_group_prefixes(model: nn.Module) -> list[tuple[str, tuple[str, ...]]]:
     ]
 
 
+def build_model(name: str, with_classifier: bool = False) -> nn.Module:
+    """The timm or torchvision architecture `name`, randomly initialised.
+
+    Args:
+        with_classifier: keep the pretrained model's classifier (pooled features -> the source
+            classes' logits); without it the model returns the pooled features.
+    """
+    if name in TORCHVISION_BACKBONES:
+        model = torchvision.models.get_model(name, weights=None)
+        if not with_classifier:
+            parent_path, _, attr = TORCHVISION_BACKBONES[name].classifier.rpartition(".")
+            parent = model.get_submodule(parent_path) if parent_path else model
+            setattr(parent, attr, nn.Identity())
+        return model
+    _check_timm_name(name)
+    return timm.create_model(
+        name, pretrained=False, **({} if with_classifier else {"num_classes": 0})
+    )
+
+
+def classifier_of(model: nn.Module, name: str) -> nn.Module | None:
+    """The classifier of `build_model(name, with_classifier=True)` (None: the model has none)."""
+    if name in TORCHVISION_BACKBONES:
+        return model.get_submodule(TORCHVISION_BACKBONES[name].classifier)
+    return model.get_classifier() if model.num_classes else None
+
+
 def build_backbone(name: str = "tf_efficientnet_lite0", weights: str = "bundled") -> Backbone:
     """Build a backbone by timm or torchvision name and load its weights.
 
@@ -220,15 +209,11 @@ def build_backbone(name: str = "tf_efficientnet_lite0", weights: str = "bundled"
             download cache), `none` (random init) or a path to a local weights file.
     """
     preprocessing = resolve_preprocessing(name)
+    model = build_model(name)
     if name in TORCHVISION_BACKBONES:
         family = TORCHVISION_BACKBONES[name]
-        model = torchvision.models.get_model(name, weights=None)
-        parent_path, _, attr = family.drop_classifier.rpartition(".")
-        parent = model.get_submodule(parent_path) if parent_path else model
-        setattr(parent, attr, nn.Identity())
         prefixes, num_features = family.groups, family.num_features
     else:
-        model = timm.create_model(name, pretrained=False, num_classes=0)
         prefixes, num_features = _timm_group_prefixes(model), model.num_features
-    load_backbone_weights(model, name, weights)
+    load_weights(model, name, weights)
     return Backbone(name, model, num_features, prefixes, preprocessing)

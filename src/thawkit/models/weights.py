@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from thawkit.models.torchvision_families import TORCHVISION_BACKBONES
+
 log = logging.getLogger(__name__)
 
 BUNDLED = {"tf_efficientnet_lite0"}
@@ -22,6 +24,10 @@ WEIGHT_SOURCES = ("bundled", "imagenet", "none", "a path to a weights file")
 
 class WeightsError(RuntimeError):
     """Weights could not be found or do not fit the model."""
+
+
+class NoClassifierError(WeightsError):
+    """The weights source holds no pretrained classifier (a file without one, a checkpoint)."""
 
 
 def bundled_state_dict(target: OrderedDict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
@@ -132,13 +138,12 @@ def _timm_cached_file(cfg: object) -> tuple[Path | None, str]:
     return None, "put " + ", or ".join(places)
 
 
-def _imagenet(model: nn.Module, name: str) -> OrderedDict[str, torch.Tensor]:
+def _imagenet(name: str, with_classifier: bool) -> OrderedDict[str, torch.Tensor]:
     """ImageNet weights through torchvision's or timm's own cache; never the network offline."""
-    from thawkit.models.backbone import TORCHVISION_BACKBONES
-
     if name in TORCHVISION_BACKBONES:
         return _torchvision_imagenet(name)
-    return OrderedDict(timm_imagenet_model(name).state_dict())
+    num_classes = None if with_classifier else 0
+    return OrderedDict(timm_imagenet_model(name, num_classes=num_classes).state_dict())
 
 
 def timm_imagenet_model(name: str, num_classes: int | None = 0) -> nn.Module:
@@ -201,23 +206,59 @@ def _from_file(model: nn.Module, path: Path) -> OrderedDict[str, torch.Tensor]:
     return cleaned
 
 
-def load_backbone_weights(model: nn.Module, name: str, weights: str) -> None:
-    """Load `weights` into `model` (a timm or torchvision model without its classifier)."""
-    weights = str(weights)
-    if weights == "none":
-        log.info("Backbone %s: random initialisation (weights=none)", name)
-        return
+def _source_state_dict(
+    model: nn.Module, name: str, weights: str, with_classifier: bool
+) -> OrderedDict[str, torch.Tensor]:
     if weights == "bundled":
         if name not in BUNDLED:
             raise WeightsError(
                 f"weights=bundled exists only for {sorted(BUNDLED)}; for {name} use "
                 "model.weights=imagenet (framework cache), none, or a path to a weights file."
             )
-        state = _bundled_for_model(model)
-    elif weights == "imagenet":
-        state = _imagenet(model, name)
-    else:
-        state = _from_file(model, Path(weights).expanduser())
+        return _bundled_for_model(model)
+    if weights == "imagenet":
+        return _imagenet(name, with_classifier)
+    path = Path(weights).expanduser()
+    if with_classifier and path.suffix == ".ckpt":
+        raise NoClassifierError(
+            f"model.weights={path} is a thawkit checkpoint: its head is not the source model's "
+            "classifier"
+        )
+    state = _from_file(model, path)
+    missing = [k for k in model.state_dict() if k not in state]
+    if with_classifier and missing:
+        raise NoClassifierError(
+            f"model.weights={path} holds no classifier for {name} (missing {missing[:3]})"
+        )
+    return state
+
+
+def load_weights(
+    model: nn.Module, name: str, weights: str, *, with_classifier: bool = False
+) -> None:
+    """Load the weights source `weights` into `model`, the timm or torchvision model `name`.
+
+    The one dispatch over `WEIGHT_SOURCES`, for a Backbone's model and for the source model
+    that EWC needs (thawkit.transfer.regularize).
+
+    Args:
+        model: `name` without its classifier, or with it (`with_classifier`).
+        weights: `bundled`, `imagenet`, `none` or a path to a weights file.
+        with_classifier: `model` keeps the pretrained classifier, so the source must hold it.
+
+    Raises:
+        WeightsError: the source cannot be found or does not fit `model`.
+        NoClassifierError: `with_classifier` and the source has no pretrained classifier (a
+            weights file without one, a thawkit checkpoint).
+    """
+    weights = str(weights)
+    # The source model is a means (EWC's Fisher), not the run's backbone: no console line.
+    level = logging.DEBUG if with_classifier else logging.INFO
+    what = "Source model" if with_classifier else "Backbone"
+    if weights == "none":
+        log.log(level, "%s %s: random initialisation (weights=none)", what, name)
+        return
+    state = _source_state_dict(model, name, weights, with_classifier)
     own = model.state_dict()
     # Sources may carry tensors the backbone dropped (the old ImageNet classifier).
     state = OrderedDict((k, v) for k, v in state.items() if k in own)
@@ -228,4 +269,4 @@ def load_backbone_weights(model: nn.Module, name: str, weights: str) -> None:
             f"Weights {weights!r} do not fit {name}: missing {missing[:5]}, wrong shape {wrong[:5]}"
         )
     model.load_state_dict(state, strict=True)
-    log.info("Backbone %s: loaded %d tensors from weights=%s", name, len(state), weights)
+    log.log(level, "%s %s: loaded %d tensors from weights=%s", what, name, len(state), weights)

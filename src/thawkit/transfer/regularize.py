@@ -5,11 +5,7 @@ Both add a penalty to the training loss over the backbone's parameters that trai
 - L2-SP (Li et al., 2018): `strength / 2 * sum_i (w_i - w0_i)^2`, w0 the weights at the start.
 - EWC (Kirkpatrick et al., 2017): `strength / 2 * sum_i F_i (w_i - w0_i)^2`, F the diagonal
   Fisher information of the *source* model (the pretrained backbone with its own ImageNet
-  classifier). The source data is not available, so F is estimated at the start of the fit on
-  target images: for each image a label is sampled from the source model's own softmax and the
-  squared per-image gradient of its log-probability is averaged. With sampled labels this is
-  the true Fisher (an unbiased Monte Carlo estimate of it), not the "empirical Fisher", which
-  would use true labels: the target labels are not ImageNet classes.
+  classifier), estimated at the start of the fit on target images (transfer/fisher.py).
 
 The factor 1/2 is the papers' convention, so their strengths carry over. The new head gets no
 penalty, only its ordinary weight decay (as in the L2-SP paper); weight decay towards zero is
@@ -27,28 +23,53 @@ source does in the meantime (+1x the backbone's size per checkpoint for L2-SP, +
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import lightning as L
-import timm
 import torch
-import torchvision
 from torch import nn
-from torch.func import functional_call, grad, vmap
-from torch.utils.data import DataLoader, Subset
 
-from thawkit.finetune.module import FineTuneModule
-from thawkit.models import weights as weight_sources
-from thawkit.models.backbone import TORCHVISION_BACKBONES
+from thawkit.models.backbone import Backbone, build_model, classifier_of
 from thawkit.models.head import HEAD
+from thawkit.models.weights import NoClassifierError, load_weights
+from thawkit.transfer.fisher import diagonal_fisher, fisher_images
 
 log = logging.getLogger(__name__)
 
 
 class RegularizerError(RuntimeError):
     """A regularizer cannot be set up for this run; the message says what to change."""
+
+
+class RegularizedModule(Protocol):
+    """What a regularizer reads from the module it regularizes (thawkit's FineTuneModule).
+
+    Declared here rather than imported: finetune sits above transfer (its module builds the
+    domain losses of thawkit.transfer.domain), so transfer never imports it.
+
+    Attributes:
+        backbone: the pretrained network; the parameters of `backbone.model` are pulled.
+        regularizer: where the regularizer attaches itself for a fit; the module adds
+            `regularizer.penalty(module)` to its training loss.
+        hparams: `backbone` (the model name) and `weights` (its source), for EWC's source model.
+        device: where the penalty is computed.
+        training: the mode to return to after the Fisher estimation (`train(mode)`).
+    """
+
+    backbone: Backbone
+    regularizer: WeightRegularizer | None
+    hparams: Any
+    device: torch.device
+    training: bool
+
+    def log(self, name: str, value: Any, **kwargs: Any) -> None: ...
+
+    def train(self, mode: bool = True) -> Any: ...
+
+
+# A Protocol's isinstance cannot see submodules (nn.Module keeps them out of __dict__).
+_MODULE_ATTRIBUTES = ("backbone", "regularizer")
 
 
 class WeightRegularizer(L.Callback):
@@ -78,8 +99,12 @@ class WeightRegularizer(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        if not isinstance(pl_module, FineTuneModule):
-            raise TypeError(f"{type(self).__name__} regularizes a thawkit FineTuneModule only")
+        missing = [a for a in _MODULE_ATTRIBUTES if not hasattr(pl_module, a)]
+        if missing:
+            raise TypeError(
+                f"{type(self).__name__} regularizes a thawkit FineTuneModule only "
+                f"({type(pl_module).__name__} has no {' or '.join(missing)})"
+            )
         # Setup runs before a resumed run's checkpoint is loaded: these are the source weights.
         # A checkpoint that holds a snapshot replaces it (load_state_dict).
         self.anchor = {
@@ -88,13 +113,13 @@ class WeightRegularizer(L.Callback):
         self.importance = None
         pl_module.regularizer = self
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: FineTuneModule) -> None:
+    def on_fit_start(self, trainer: L.Trainer, pl_module: RegularizedModule) -> None:
         device = pl_module.device
         self.anchor = {n: t.to(device) for n, t in self.anchor.items()}
         if self.importance is not None:
             self.importance = {n: t.to(device) for n, t in self.importance.items()}
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: FineTuneModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: RegularizedModule) -> None:
         # After the optimizer state is restored, which would bring back its weight decay.
         if self.backbone_weight_decay:
             return
@@ -111,7 +136,7 @@ class WeightRegularizer(L.Callback):
                 changed,
             )
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: FineTuneModule) -> None:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: RegularizedModule) -> None:
         pl_module.log("train/weight_distance", self.distance(pl_module), on_epoch=True)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -119,10 +144,10 @@ class WeightRegularizer(L.Callback):
             pl_module.regularizer = None
 
     # ------------------------------------------------------------- the penalty
-    def _trainable(self, module: FineTuneModule) -> Iterator[tuple[str, nn.Parameter]]:
+    def _trainable(self, module: RegularizedModule) -> Iterator[tuple[str, nn.Parameter]]:
         return ((n, p) for n, p in module.backbone.model.named_parameters() if p.requires_grad)
 
-    def penalty(self, module: FineTuneModule) -> torch.Tensor:
+    def penalty(self, module: RegularizedModule) -> torch.Tensor:
         """strength/2 * sum over trainable backbone weights of importance * (w - w0)^2."""
         if self.strength == 0.0:  # no pull: skip the sum over every trainable weight
             return torch.zeros((), device=module.device)
@@ -137,7 +162,7 @@ class WeightRegularizer(L.Callback):
         return 0.5 * self.strength * torch.stack(terms).sum()
 
     @torch.no_grad()
-    def distance(self, module: FineTuneModule) -> float:
+    def distance(self, module: RegularizedModule) -> float:
         """Euclidean distance ||w - w0|| over all backbone parameters (unweighted)."""
         total = torch.zeros((), dtype=torch.float64)
         for name, p in module.backbone.model.named_parameters():
@@ -196,7 +221,7 @@ class EWC(WeightRegularizer):
         self.normalize = normalize
         self.seed = seed
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: FineTuneModule) -> None:
+    def on_fit_start(self, trainer: L.Trainer, pl_module: RegularizedModule) -> None:
         super().on_fit_start(trainer, pl_module)
         if self.importance is not None:
             return
@@ -227,80 +252,6 @@ class EWC(WeightRegularizer):
         )
 
 
-# ----------------------------------------------------------------- the Fisher information
-def fisher_images(datamodule: Any, batches: int, seed: int = 0) -> DataLoader:
-    """A loader of `batches` batches of target training images with the evaluation transform."""
-    from thawkit.data.datamodule import ImageDataset
-    from thawkit.data.transforms import eval_transform
-
-    splits = getattr(datamodule, "splits", None)
-    if not splits or "train" not in splits:
-        raise RegularizerError(
-            "EWC estimates its Fisher information on the training images of a thawkit "
-            "ImageFolderDataModule (its `splits`); this data module has none."
-        )
-    dataset = ImageDataset(
-        splits["train"],
-        eval_transform(datamodule.preprocessing, datamodule.image_size),
-        getattr(datamodule, "image_cache", None),
-    )
-    batch_size = int(getattr(datamodule, "batch_size", 32))
-    n = min(len(dataset), batches * batch_size)
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
-    return DataLoader(Subset(dataset, order[:n].tolist()), batch_size=batch_size)
-
-
-def diagonal_fisher(
-    backbone: nn.Module,
-    classifier: nn.Module,
-    images: Iterable[Any],
-    seed: int = 0,
-    chunk: int = 16,
-) -> dict[str, torch.Tensor]:
-    """Diagonal Fisher information of `classifier(backbone(x))` w.r.t. the backbone parameters.
-
-    F_i = mean over images x of (d log p(y|x) / d w_i)^2 with y ~ p(.|x) sampled once per image
-    (the true Fisher, Monte Carlo). Per-image gradients (torch.func.vmap), evaluation mode
-    (BatchNorm uses its running statistics, as in the source model's inference).
-
-    Args:
-        backbone: the feature extractor (its parameters are the ones returned).
-        classifier: maps pooled features to the source classes' logits.
-        images: batches `(x, ...)` or tensors of images.
-        seed: seed of the sampled labels.
-        chunk: images per vmap call (bounds the memory of per-image gradients).
-    """
-    backbone.eval()
-    classifier.eval().requires_grad_(False)  # the Fisher must carry no autograd graph
-    device = next(backbone.parameters()).device
-    params = {n: p.detach() for n, p in backbone.named_parameters()}
-    buffers = dict(backbone.named_buffers())
-
-    def log_prob(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        features = functional_call(backbone, (p, buffers), (x.unsqueeze(0),))
-        log_probs = torch.log_softmax(classifier(features), dim=-1)[0]
-        return log_probs.gather(0, y.unsqueeze(0)).squeeze(0)  # vmap: no indexing by a tensor
-
-    per_image = vmap(grad(log_prob), in_dims=(None, 0, 0))
-    generator = torch.Generator().manual_seed(seed)
-    total = {n: torch.zeros_like(p) for n, p in params.items()}
-    count = 0
-    for batch in images:
-        x = (batch[0] if isinstance(batch, (list, tuple)) else batch).to(device)
-        with torch.no_grad():
-            probs = torch.softmax(classifier(backbone(x)), dim=-1).float().cpu()
-        y = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(device)
-        for xs, ys in zip(x.split(chunk), y.split(chunk), strict=True):
-            grads = per_image(params, xs, ys)
-            for n, g in grads.items():
-                total[n] += g.pow(2).sum(0)
-        count += len(x)
-    if count == 0:
-        raise RegularizerError("EWC: no training images to estimate the Fisher information on")
-    return {n: (t / count).detach() for n, t in total.items()}
-
-
-# ----------------------------------------------------------------- the source classifier
 def source_classifier(backbone: str, weights: str) -> nn.Module:
     """The pretrained model's own classifier (e.g. ImageNet's 1000 classes) for `weights`.
 
@@ -311,44 +262,16 @@ def source_classifier(backbone: str, weights: str) -> nn.Module:
         RegularizerError: the weights source has no classifier (a file without one, a thawkit
             checkpoint); the message names the alternatives.
     """
-    weights = str(weights)
-    if backbone in TORCHVISION_BACKBONES:
-        model = torchvision.models.get_model(backbone, weights=None)
-        where = TORCHVISION_BACKBONES[backbone].drop_classifier
-    else:
-        model = timm.create_model(backbone, pretrained=False)
-        if model.num_classes == 0:
-            raise RegularizerError(f"{backbone} has no classifier: EWC needs the source head")
-        where = None
-    if weights == "bundled":
-        model.load_state_dict(weight_sources.bundled_state_dict(model.state_dict()))
-    elif weights == "imagenet":
-        model = _imagenet_with_classifier(model, backbone)
-    elif weights != "none":
-        _load_classifier_file(model, Path(weights).expanduser(), backbone)
-    return model.get_submodule(where) if where else model.get_classifier()
-
-
-def _imagenet_with_classifier(model: nn.Module, backbone: str) -> nn.Module:
-    if backbone in TORCHVISION_BACKBONES:
-        model.load_state_dict(weight_sources._torchvision_imagenet(backbone))
-        return model
-    return weight_sources.timm_imagenet_model(backbone, num_classes=None)
-
-
-def _load_classifier_file(model: nn.Module, path: Path, backbone: str) -> None:
-    if path.suffix == ".ckpt":
+    model = build_model(backbone, with_classifier=True)
+    classifier = classifier_of(model, backbone)
+    if classifier is None:
+        raise RegularizerError(f"{backbone} has no classifier: EWC needs the source head")
+    try:
+        load_weights(model, backbone, weights, with_classifier=True)
+    except NoClassifierError as e:
         raise RegularizerError(
-            f"model.weights={path} is a thawkit checkpoint: its head is not the source model's "
-            "classifier, so EWC has no source Fisher. Use regularizer=l2sp (the same pull, "
-            "without the Fisher weighting)."
-        )
-    state = weight_sources._from_file(model, path)
-    missing = [k for k in model.state_dict() if k not in state]
-    if missing:
-        raise RegularizerError(
-            f"model.weights={path} holds no classifier for {backbone} (missing {missing[:3]}): "
-            "EWC needs the source model's classifier for its Fisher information. Use a weights "
-            "file with the classifier, or regularizer=l2sp."
-        )
-    model.load_state_dict(state)
+            f"{e}: EWC needs the source model's classifier for its Fisher information. Use a "
+            "weights file with the classifier, or regularizer=l2sp (the same pull, without the "
+            "Fisher weighting)."
+        ) from e
+    return classifier
