@@ -14,8 +14,8 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import tiny_cfg, write_image
-from thawkit.data.datamodule import COUNTS_TAG
 from thawkit.data.folder import DataError
+from thawkit.reporting.tensorboard import COUNTS_TAG
 from thawkit.run.train import train
 
 log = logging.getLogger(__name__)

@@ -10,14 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from thawkit.data.feature_cache import (
-    FeatureCache,
-    SwitchingLoader,
-    cache_key,
-    files_digest,
-    is_random,
-    module_digest,
-)
+from thawkit.data.feature_cache import FeatureCache
+from thawkit.data.feature_loader import SwitchingLoader
+from thawkit.data.feature_store import cache_key, files_digest, is_random, module_digest
 from thawkit.data.transforms import eval_transform, train_transform
 from thawkit.models.backbone import resolve_preprocessing
 from thawkit.run.speed import SpeedOptions

@@ -10,12 +10,11 @@ import pytest
 import torch
 
 from conftest import write_image
-from thawkit.data.datamodule import ImageDataset
+from thawkit.data.datasets import ImageDataset
 from thawkit.data.folder import load_rgb
 from thawkit.data.image_cache import ImageCache, decode_resized
-from thawkit.data.transforms import eval_transform, train_transform
+from thawkit.data.transforms import eval_resize, eval_transform, train_transform
 from thawkit.models.backbone import resolve_preprocessing
-from thawkit.run.speed import eval_resize
 from thawkit.run.train import build
 
 PRE = resolve_preprocessing("test_efficientnet")

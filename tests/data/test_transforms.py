@@ -13,7 +13,7 @@ from torchvision.transforms import v2 as T
 
 from conftest import make_image_folder, tiny_cfg
 from thawkit.data import ImageFolderDataModule
-from thawkit.data.transforms import eval_transform, train_transform
+from thawkit.data.transforms import as_preprocessing, eval_resize, eval_transform, train_transform
 from thawkit.models.backbone import resolve_preprocessing
 
 # EfficientNet-Lite0 was trained with mean = std = 0.5 (bicubic); ResNet-18 with ImageNet's.
@@ -130,3 +130,22 @@ def test_bad_augment_knobs_fail_at_construction(tmp_path: Path) -> None:
         _datamodule(tmp_path, "test_efficientnet", "data.augment.hflip=2")
     with pytest.raises(ValueError, match="preprocessing"):
         ImageFolderDataModule(root=str(tmp_path))
+
+
+def test_eval_resize_is_the_eval_transforms_short_side() -> None:
+    assert eval_resize(224, 0.875) == 256
+    assert eval_resize(64, 1.0) == 64
+    assert eval_resize(64, 1.25) == 64  # a crop fraction above 1 never shrinks below the crop
+    for name in BACKBONES:
+        pre = resolve_preprocessing(name)
+        resize = next(t for t in eval_transform(pre, 96).transforms if isinstance(t, T.Resize))
+        assert resize.size == [eval_resize(96, pre.crop_pct)]
+
+
+def test_preprocessing_from_each_form_it_travels_in() -> None:
+    pre = resolve_preprocessing("resnet18")
+    assert as_preprocessing(pre) is pre
+    assert as_preprocessing("resnet18") == pre
+    assert as_preprocessing(pre.to_dict()) == pre  # the checkpoint's and the config's form
+    with pytest.raises(TypeError, match="resolve_preprocessing"):
+        as_preprocessing(3)  # type: ignore[arg-type]

@@ -61,6 +61,9 @@ def test_checkpoint_carries_what_inference_needs(trained) -> None:
     assert loaded.class_names == datamodule.class_names == ["class_0", "class_1", "class_2"]
     assert loaded.image_size == 40
     assert loaded.preprocessing == datamodule.preprocessing
+    # Deployed copies resize as the evaluation transform does.
+    resize = next(t for t in loaded.transform.transforms if type(t).__name__ == "Resize")
+    assert resize.size == [loaded.metadata()["preprocessing"]["resize"]]
     assert loaded.data["root"] == str(root)
     assert not loaded.module.training
 

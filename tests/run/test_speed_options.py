@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from thawkit.data.datamodule import default_num_workers
+from thawkit.data.loaders import default_num_workers
 from thawkit.run.speed import SpeedOptions
 from thawkit.run.train import build
 

@@ -19,13 +19,13 @@ from finetune_probe import fit_with_probe
 from thawkit.config.checks import ConfigError, validate
 from thawkit.data import ImageFolderDataModule
 from thawkit.data.shifted_digits import shift_digit
+from thawkit.data.targets import DomainBatch
 from thawkit.finetune.module import FineTuneModule
 from thawkit.models.backbone import resolve_preprocessing
 from thawkit.run.train import train
 from thawkit.transfer.domain import (
     DANNLoss,
     DomainAdaptation,
-    DomainBatch,
     MMDLoss,
     dann_ramp,
     mmd,

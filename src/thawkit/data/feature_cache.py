@@ -31,113 +31,38 @@ weights source, a digest of every parameter and buffer, the transform, the image
 files' paths, labels, sizes and mtimes, the view and its seed, precision and memory format); a
 change in any of them means new features, never stale ones. The store lives in memory for the
 run, and optionally on disk (`directory`) across runs.
+
+Here: the decisions and the extraction. The keys and the store are in
+`thawkit.data.feature_store`, the switching loader in `thawkit.data.feature_loader`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, TensorDataset
-from torchvision.transforms import v2 as T
+from torch.utils.data import DataLoader, TensorDataset
 
-from thawkit.seeding import SeededSamples
+from thawkit.data.feature_loader import SwitchingLoader, loader_like
+from thawkit.data.feature_store import (
+    FeatureStore,
+    cache_key,
+    files_digest,
+    is_random,
+    module_digest,
+)
 
 log = logging.getLogger(__name__)
 
-# Transforms that map an image to the same output every time; any other transform is random.
-_DETERMINISTIC = (
-    T.Compose, T.Resize, T.CenterCrop, T.ToImage, T.ToDtype, T.Normalize, T.ToPureTensor,
-    T.PILToTensor, T.Grayscale,
-)  # fmt: skip
 # A training forward that differs from the evaluation forward by more than this is not frozen.
 _FORWARD_TOLERANCE = 1e-5
 
 
-# ----------------------------------------------------------------- cache keys
-def tensors_digest(tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
-    """Digest of named tensors' values, dtypes and shapes (memory layout does not matter)."""
-    h = hashlib.blake2b(digest_size=16)
-    for name, t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def module_digest(module: nn.Module) -> str:
-    """Digest of a module's state: every parameter and buffer."""
-    return tensors_digest(module.state_dict().items())
-
-
-def files_digest(samples: Sequence[tuple[str, int]]) -> str:
-    """Digest of (path, label, size, mtime) of every sample: edited or moved files change it."""
-    h = hashlib.blake2b(digest_size=16)
-    for path, label in samples:
-        st = os.stat(path)
-        h.update(f"{path}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
-def cache_key(**parts: Any) -> str:
-    """One key over every part that determines the features (order-independent)."""
-    text = "\n".join(f"{k}={parts[k]}" for k in sorted(parts))
-    return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
-
-
-def is_random(transform: Any) -> bool:
-    """Whether a (v2) transform can give different outputs for the same image."""
-    if isinstance(transform, T.Compose):
-        return any(is_random(t) for t in transform.transforms)
-    return not isinstance(transform, _DETERMINISTIC)
-
-
-# ----------------------------------------------------------------- store and extraction
-class FeatureStore:
-    """Features and labels by cache key, in memory and optionally on disk.
-
-    Args:
-        directory: also keep features in `<directory>/<key>.pt` (reused by later runs with the
-            same key); None = memory only.
-    """
-
-    def __init__(self, directory: str | os.PathLike | None = None) -> None:
-        self.directory = Path(directory).expanduser() if directory else None
-        self.memory: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.memory or (self.directory is not None and self._file(key).is_file())
-
-    def _file(self, key: str) -> Path:
-        assert self.directory is not None
-        return self.directory / f"{key}.pt"
-
-    def get(self, key: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-        if key in self.memory:
-            return self.memory[key]
-        if self.directory is not None and self._file(key).is_file():
-            saved = torch.load(self._file(key), weights_only=True)
-            self.memory[key] = saved["features"], saved["labels"]
-            return self.memory[key]
-        return None
-
-    def put(self, key: str, features: torch.Tensor, labels: torch.Tensor) -> None:
-        self.memory[key] = features, labels
-        if self.directory is not None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            tmp = self._file(key).with_suffix(".tmp")
-            torch.save({"features": features, "labels": labels}, tmp)
-            os.replace(tmp, self._file(key))
-
-
+# ----------------------------------------------------------------- extraction
 @torch.no_grad()
 def extract_features(
     backbone: nn.Module,
@@ -160,33 +85,7 @@ def extract_features(
     return torch.cat(features), torch.cat(labels)
 
 
-# ----------------------------------------------------------------- the loader switch
-class SwitchingLoader:
-    """A train or val loader that serves cached features in head-only epochs, images otherwise.
-
-    Behaves like the wrapped DataLoader (same length; `sampler`, `batch_size`, `dataset` and
-    other attributes are the image loader's). The source is chosen when an epoch starts
-    iterating, so nothing is computed until the first batch is requested.
-    """
-
-    def __init__(self, cache: FeatureCache, split: str, loader: DataLoader) -> None:
-        self.cache = cache
-        self.split = split
-        self.loader = loader
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator[Any]:
-        source = self.cache.features_loader(self.split, self.loader)
-        yield from self.loader if source is None else source
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "loader":  # not set yet (unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.loader, name)
-
-
+# ----------------------------------------------------------------- the decisions
 class FeatureCache:
     """Decides, epoch by epoch, whether the head trains on cached features, and computes them.
 
@@ -316,7 +215,7 @@ class FeatureCache:
         features, labels = self._features(split, dataset, view, random)
         if features is None:
             return None
-        return _loader_like(loader, TensorDataset(features, labels))
+        return loader_like(loader, TensorDataset(features, labels))
 
     # ------------------------------------------------------------- extraction
     def _key(self, split: str, dataset: Any, view: int, random: bool) -> str:
@@ -417,21 +316,3 @@ class FeatureCache:
             self._say(f"off, {self._off_reason}.")
             return False
         return True
-
-
-def _loader_like(loader: DataLoader, dataset: TensorDataset) -> DataLoader:
-    """A DataLoader over `dataset` that batches exactly as `loader` does (same sampler)."""
-    if isinstance(loader.dataset, SeededSamples):
-        # The training sampler yields (index, seed) pairs; features need no augmentation seed.
-        dataset = SeededSamples(dataset)
-    sampler = loader.sampler
-    kwargs: dict[str, Any]
-    if isinstance(sampler, RandomSampler):
-        kwargs = {"shuffle": True, "generator": sampler.generator}
-    elif isinstance(sampler, SequentialSampler):
-        kwargs = {"shuffle": False}
-    else:  # e.g. the weighted sampler: shared, so both sources draw the same indices
-        kwargs = {"sampler": sampler}
-    return DataLoader(
-        dataset, batch_size=loader.batch_size, drop_last=loader.drop_last, num_workers=0, **kwargs
-    )

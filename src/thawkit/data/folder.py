@@ -62,7 +62,7 @@ def _is_image_file(p: Path) -> bool:
     return p.suffix.lower() in IMG_EXTENSIONS and not p.name.startswith(".") and p.is_file()
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
     """Image files under `folder`, nested subfolders included, sorted; other files ignored."""
     return sorted(p for p in folder.rglob("*") if _is_image_file(p))
 
@@ -71,9 +71,15 @@ def _class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _read_split(
+def read_split(
     folder: Path, class_names: Sequence[str] | None, min_classes: int = 2
 ) -> tuple[list[str], list[Sample]]:
+    """Class names and samples of one folder of class folders.
+
+    With `class_names` (the training split's), the folder's classes must be among them; a
+    class without a folder is warned about. Without, the folder's class folders are the
+    classes (at least `min_classes`).
+    """
     dirs = _class_dirs(folder)
     if not dirs:
         loose = [p.name for p in folder.iterdir() if _is_image_file(p)][:3]
@@ -104,7 +110,7 @@ def _read_split(
             log.warning("%s has no folder for class(es) %s: they are not evaluated", folder, absent)
     samples: list[Sample] = []
     for d in dirs:
-        files = _image_files(d)
+        files = image_files(d)
         if not files:
             raise DataError(
                 f"Class folder {d} contains no images ({', '.join(IMG_EXTENSIONS)}). "
@@ -164,11 +170,11 @@ def discover(
     splits: dict[str, list[Sample]] = {}
     train_dir = _split_folder(root, "train")
     if train_dir is not None:
-        class_names, splits["train"] = _read_split(train_dir, None, min_classes)
+        class_names, splits["train"] = read_split(train_dir, None, min_classes)
         for split in ("val", "test"):
             folder = _split_folder(root, split)
             if folder is not None:
-                _, splits[split] = _read_split(folder, class_names)
+                _, splits[split] = read_split(folder, class_names)
     else:
         stray = [_split_folder(root, s) for s in ("val", "test")]
         if any(stray):
@@ -176,7 +182,7 @@ def discover(
                 f"{root} has {[p.name for p in stray if p]} but no train/ folder. Put the "
                 f"training images in {root}/train/<class>/."
             )
-        class_names, splits["train"] = _read_split(root, None, min_classes)
+        class_names, splits["train"] = read_split(root, None, min_classes)
     if "test" not in splits and test_fraction > 0:
         splits["train"], splits["test"] = _stratified_split(splits["train"], test_fraction, seed)
     if "val" not in splits:
@@ -230,3 +236,40 @@ def find_bad_images(paths: Sequence[str], workers: int | None = None) -> dict[st
             )
         )
     return {p: why for p, why in zip(paths, problems, strict=True) if why}
+
+
+def drop_bad_images(
+    root: str,
+    splits: dict[str, list[Sample]],
+    bad: dict[str, str],
+    class_names: Sequence[str],
+    on_bad_image: str,
+) -> dict[str, list[Sample]]:
+    """`splits` without the `bad` files (`find_bad_images`), by the `on_bad_image` policy.
+
+    `error` fails listing every bad file; `skip` warns for each and drops it. Either way a
+    split left empty, or a class left without training images, fails with the fix.
+    """
+    if bad and on_bad_image == "error":
+        listing = "\n".join(f"  {p}: {why}" for p, why in bad.items())
+        raise DataError(
+            f"{len(bad)} unreadable image(s) under {root}:\n{listing}\n"
+            "Fix or remove them, or set data.on_bad_image=skip to train without them."
+        )
+    for p, why in bad.items():
+        log.warning("Skipping unreadable image %s (%s)", p, why)
+    splits = {k: [s for s in v if s[0] not in bad] for k, v in splits.items()}
+    for split, samples in splits.items():
+        if not samples:
+            raise DataError(
+                f"Every image of the {split} split under {root} is unreadable. "
+                "Replace the files listed above."
+            )
+    present = {y for _, y in splits["train"]}
+    missing = [c for i, c in enumerate(class_names) if i not in present]
+    if missing:
+        raise DataError(
+            f"After skipping unreadable files, the training split under {root} has no "
+            f"images of class(es) {missing}. Add readable images for them."
+        )
+    return splits

@@ -2,7 +2,7 @@
 
 Decoding a JPEG costs several milliseconds; a textbook loop pays it for every image in every
 epoch. `ImageCache` decodes each file once, resizes its shorter side to the working resolution
-(by default the evaluation transform's resize, `image_size / crop_pct`) with the same PIL resize
+(by default the evaluation resize, `thawkit.data.transforms.eval_resize`) with the same PIL resize
 the evaluation transform uses, and keeps the pixels as a uint8 array. The transforms then run on
 these small images instead of the full-resolution files.
 

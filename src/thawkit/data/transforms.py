@@ -2,8 +2,10 @@
 
 Nothing here knows a mean, a std or an input size: they come from the backbone
 (`thawkit.models.backbone.Preprocessing`), so a backbone trained with mean = std = 0.5
-(EfficientNet-
-Lite) and one trained with ImageNet statistics (ResNet) each get their own.
+(EfficientNet-Lite) and one trained with ImageNet statistics (ResNet) each get their own.
+`as_preprocessing` reads every form a `Preprocessing` travels in (config, checkpoint), and
+`eval_resize` is the one statement of the evaluation resize (the decoded-image cache, the
+predictor's metadata and exported models all use it).
 
 Augmentation presets (`augment=` config group): `none`, `basic` (random resized crop +
 horizontal flip), `strong` (adds colour jitter, affine, TrivialAugmentWide or RandAugment,
@@ -12,16 +14,47 @@ blur and random erasing). Every knob is a keyword of `train_transform` and a key
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
-from thawkit.models.backbone import Preprocessing
+from thawkit.models.backbone import Preprocessing, resolve_preprocessing
 
 AUGMENT_PRESETS = ("none", "basic", "strong")
 AUTO_AUGMENTS = ("none", "trivialaugment", "randaugment")
+
+
+def as_preprocessing(preprocessing: Preprocessing | Mapping[str, Any] | str) -> Preprocessing:
+    """A `Preprocessing`, its `to_dict()` form (config, checkpoint), or a backbone name."""
+    if isinstance(preprocessing, Preprocessing):
+        return preprocessing
+    if isinstance(preprocessing, str):
+        return resolve_preprocessing(preprocessing)
+    if isinstance(preprocessing, Mapping):
+        d = dict(preprocessing)
+        return Preprocessing(
+            input_size=int(d["input_size"]),
+            mean=tuple(d["mean"]),
+            std=tuple(d["std"]),
+            interpolation=str(d["interpolation"]),
+            crop_pct=float(d["crop_pct"]),
+        )
+    raise TypeError(
+        f"preprocessing={preprocessing!r}: pass the backbone's Preprocessing "
+        "(thawkit.models.backbone.resolve_preprocessing(name)) or the backbone's name."
+    )
+
+
+def eval_resize(size: int, crop_pct: float) -> int:
+    """Shorter side the evaluation transform resizes to before its centre crop of `size`.
+
+    size / crop_pct (a crop of 0.875 keeps the centre 87.5 %), never below `size`: images
+    smaller than `size` are scaled up the same way.
+    """
+    return max(size, int(round(size / crop_pct)))
 
 
 def _interp(name: str) -> InterpolationMode:
@@ -37,11 +70,8 @@ def _to_normalised(pre: Preprocessing) -> list[T.Transform]:
 
 
 def eval_transform(pre: Preprocessing, size: int) -> T.Compose:
-    """Resize the short side to size / crop_pct, centre-crop `size`, normalise (backbone stats).
-
-    Images smaller than `size` are scaled up the same way.
-    """
-    resize = max(size, int(round(size / pre.crop_pct)))
+    """Resize the short side to `eval_resize`, centre-crop `size`, normalise (backbone stats)."""
+    resize = eval_resize(size, pre.crop_pct)
     interp = _interp(pre.interpolation)
     return T.Compose(
         [T.Resize(resize, interpolation=interp, antialias=True), T.CenterCrop(size)]

@@ -27,13 +27,14 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from thawkit.data.targets import DomainBatch
 from thawkit.finetune.loss_guard import check_loss
 from thawkit.finetune.lr_schedule import FineTuneLR
 from thawkit.models import batchnorm
 from thawkit.models.backbone import Backbone, LayerGroup, build_backbone
 from thawkit.models.head import HEAD, Head
 from thawkit.models.loss import soft_target_cross_entropy
-from thawkit.transfer.domain import DomainAdaptation, DomainBatch
+from thawkit.transfer.domain import DomainAdaptation
 
 log = logging.getLogger(__name__)
 

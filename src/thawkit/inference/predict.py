@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from thawkit.console import quiet_loggers
 from thawkit.data.folder import IMG_EXTENSIONS, load_rgb
-from thawkit.data.transforms import eval_transform
+from thawkit.data.transforms import as_preprocessing, eval_resize, eval_transform
 from thawkit.finetune.module import FineTuneModule
 from thawkit.models.backbone import Preprocessing
 
@@ -66,7 +66,7 @@ class LoadedModel:
             "image_size": self.image_size,
             "preprocessing": {
                 **pre,
-                "resize": max(self.image_size, round(self.image_size / pre["crop_pct"])),
+                "resize": eval_resize(self.image_size, self.preprocessing.crop_pct),
             },
             "input": "float32 NCHW RGB: resize the shorter side to preprocessing.resize "
             "(interpolation), centre-crop image_size, scale to [0, 1], then (x - mean) / std",
@@ -101,9 +101,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
             f"{path} is not a thawkit checkpoint (no hyper_parameters/state_dict/thawkit entry). "
             "Use the best.ckpt or last.ckpt of a thawkit run."
         )
-    pre = Preprocessing(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in meta["preprocessing"].items()}
-    )
+    pre = as_preprocessing(meta["preprocessing"])
     image_size = meta.get("image_size")
     if image_size is None:
         image_size = pre.input_size

@@ -6,7 +6,7 @@ logs (losses, accuracy, macro F1, `lr/<group>`, `trainable_params`):
 | TensorBoard tab | tag                            | when                              |
 |-----------------|--------------------------------|-----------------------------------|
 | Text            | `model/layer_groups`           | start: every group, params, trains|
-| Images, Text    | `data/class_counts`            | start (written by the DataModule) |
+| Images, Text    | `data/class_counts`            | start: images per class and split |
 | Images          | `data/train_samples`           | first batch: augmented and mixed  |
 | Images          | `val/confusion_matrix`         | every validation epoch            |
 | Scalars         | `val/recall/<class>`           | every validation epoch            |
@@ -24,11 +24,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
+from thawkit.data.counts import counts_table
 from thawkit.finetune.module import FineTuneModule
 from thawkit.finetune.unfreeze import UnfreezeSchedule
 from thawkit.models import batchnorm
 from thawkit.models.head import HEAD
 from thawkit.reporting.plots import (
+    class_counts_figure,
     confusion_figure,
     denormalize,
     figure_to_array,
@@ -38,6 +40,8 @@ from thawkit.reporting.plots import (
 from thawkit.reporting.summary import RunSummary
 
 log = logging.getLogger(__name__)
+
+COUNTS_TAG = "data/class_counts"
 
 
 # --------------------------------------------------------------------------- layer-group summary
@@ -162,6 +166,11 @@ class RunViews(L.Callback):
             "model/layer_groups", layer_group_table(pl_module, markdown=True), step
         )
         tb.experiment.add_scalar("unfreeze/trainable_groups", pl_module.num_trainable_groups, step)
+        counts = getattr(trainer.datamodule, "class_counts", None)
+        if counts:
+            self._image(trainer, COUNTS_TAG, class_counts_figure(counts), 0)
+            table = counts_table(counts).replace("\n", "\n    ")  # indented: a code block
+            tb.experiment.add_text(COUNTS_TAG, "    " + table, 0)
 
     @rank_zero_only
     def on_train_batch_start(

@@ -25,13 +25,9 @@ import torch
 
 from thawkit.data.feature_cache import FeatureCache
 from thawkit.data.image_cache import ImageCache
+from thawkit.data.transforms import eval_resize
 
 log = logging.getLogger(__name__)
-
-
-def eval_resize(size: int, crop_pct: float) -> int:
-    """Shorter side the evaluation transform resizes to before its centre crop."""
-    return max(size, int(round(size / crop_pct)))
 
 
 class SpeedOptions(L.Callback):
@@ -46,7 +42,7 @@ class SpeedOptions(L.Callback):
             key matches (same backbone, weights, transforms, files); None = memory only.
         image_cache_mb: memory budget of the decoded-image cache; 0 = decode every time.
         image_short_side: shorter side the cache stores; None = the evaluation resize
-            (image_size / crop_pct).
+            (`thawkit.data.transforms.eval_resize`).
         channels_last: convert the model to the channels-last memory format.
         compile: compile the backbone with `torch.compile` (a one-off cost per run).
         threads: torch intra-op threads in the training process; None = leave PyTorch's.

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -307,15 +307,3 @@ class DomainAdaptation:
             f"DomainAdaptation(method={self.method!r}, target_root={self.target_root!r}, "
             f"target_val_root={self.target_val_root!r}, weight={self.weight})"
         )
-
-
-class DomainBatch(NamedTuple):
-    """A training batch with target images: (source images, source targets, target images).
-
-    `batch[0]`, `batch[1]` are the source batch, as in a plain (x, y) batch, so callbacks that
-    look at the training images (samples view, throughput) see the labelled ones.
-    """
-
-    x: torch.Tensor
-    y: torch.Tensor
-    target: torch.Tensor
