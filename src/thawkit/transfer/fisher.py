@@ -17,7 +17,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.utils.data import DataLoader, Subset
 
-from thawkit.data.datamodule import ImageDataset
+from thawkit.data.datasets import ImageDataset
 from thawkit.data.transforms import eval_transform
 
 
