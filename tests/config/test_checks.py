@@ -12,8 +12,8 @@ import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from conftest import tiny_cfg
-from thawkit.config.checks import ConfigError, layer_group_names, validate
-from thawkit.models.backbone import build_backbone
+from thawkit.config.checks import ConfigError, validate
+from thawkit.models.backbone import build_backbone, layer_group_names
 from thawkit.run.train import build
 
 

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import make_image_folder, tiny_cfg, write_image
-from thawkit.config.checks import ConfigError, layer_group_names, validate
+from thawkit.config.checks import ConfigError, validate
 from thawkit.finetune import auto
 from thawkit.finetune.auto import (
     AutoStrategy,
@@ -26,7 +26,8 @@ from thawkit.finetune.auto import (
     probe_score,
     probe_subset,
 )
-from thawkit.models.backbone import resolve_preprocessing
+from thawkit.finetune.auto import resolve as auto_resolve
+from thawkit.models.backbone import layer_group_names, resolve_preprocessing
 from thawkit.run.train import train
 
 NUM_GROUPS = 8
@@ -228,7 +229,7 @@ def test_without_pretrained_weights_auto_trains_from_scratch(tmp_path, image_fol
 
 
 def test_partial_choice_fills_its_node_and_keep_wins(tmp_path, image_folder, monkeypatch) -> None:
-    monkeypatch.setattr(auto, "measure", lambda *a, **k: signals(20, 0.55))
+    monkeypatch.setattr(auto_resolve, "measure", lambda *a, **k: signals(20, 0.55))
     cfg = tiny_cfg(
         tmp_path,
         ["strategy=auto", "strategy.keep=[model.weight_decay]", "model.label_smoothing=0.05"],
@@ -283,7 +284,7 @@ def test_auto_run_records_its_choice_and_keeps_explicit_values(
     def no_probe(*args, **kwargs):
         raise AssertionError("a resumed run must not measure again")
 
-    monkeypatch.setattr(auto, "measure", no_probe)
+    monkeypatch.setattr(auto_resolve, "measure", no_probe)
     resumed = tiny_cfg(
         tmp_path,
         [

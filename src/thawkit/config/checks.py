@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Any
 
 import timm
-import torch
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -25,7 +24,7 @@ from thawkit.data.imbalance import IMBALANCE_MODES, LOSS_WEIGHTINGS, SAMPLER_WEI
 from thawkit.data.mixing import MIX_MODES, BatchMixer
 from thawkit.data.transforms import AUGMENT_PRESETS, AUTO_AUGMENTS, train_transform
 from thawkit.finetune.lr_schedule import SCHEDULES
-from thawkit.models.backbone import TORCHVISION_BACKBONES, build_backbone
+from thawkit.models.backbone import TORCHVISION_BACKBONES, layer_group_names
 from thawkit.models.batchnorm import BN_POLICIES
 from thawkit.models.head import HEAD_KINDS, Head
 from thawkit.transfer.domain import DA_METHODS, MMD_ESTIMATORS
@@ -202,16 +201,6 @@ def _check_backbone(name: str, errors: list[str]) -> bool:
         f"{sorted(TORCHVISION_BACKBONES)}.{hint}"
     )
     return False
-
-
-def layer_group_names(backbone: str) -> list[str]:
-    """The layer group names of `backbone`, built on the meta device (no memory, no weights)."""
-    from thawkit.console import quiet_loggers
-
-    # Only the structure is read: the weights module's "random initialisation" notice would
-    # mislead here.
-    with torch.device("meta"), quiet_loggers("thawkit.models.weights"):
-        return [g.name for g in build_backbone(backbone, "none").groups]
 
 
 def _check_group_counts(cfg: DictConfig, errors: list[str]) -> None:

@@ -2,34 +2,30 @@
 
 Frozen-ness lives here (`trainable_since`), not in a callback: it is saved in every checkpoint
 and restored before the optimizer is built, so a resumed run trains exactly the groups it
-trained before. The optimizer holds every group from step 0 (DESIGN.md, decision 3); a frozen
+trained before. The optimizer holds every group from step 0 (docs/architecture.md); a frozen
 group has `requires_grad=False` and, through the scheduler's gate, an LR of exactly 0.
+Applying the frozen state is `thawkit.finetune.frozen`; the parameter groups are
+`thawkit.finetune.param_groups`; the metrics are `thawkit.finetune.metrics`.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-    MulticlassRecall,
-)
 
 from thawkit.data.targets import DomainBatch
+from thawkit.finetune.checkpoint_meta import CHECKPOINT_KEY, data_meta, drop_prefixed
+from thawkit.finetune.frozen import FrozenNormsWarningFilter, apply_frozen_state, unfreeze_top
 from thawkit.finetune.loss_guard import check_loss
 from thawkit.finetune.lr_schedule import FineTuneLR
+from thawkit.finetune.metrics import confusion_matrices, finish_confusion, stage_metrics
+from thawkit.finetune.param_groups import layer_group_lrs, layered_param_groups
 from thawkit.models import batchnorm
 from thawkit.models.backbone import Backbone, LayerGroup, build_backbone
 from thawkit.models.head import HEAD, Head
@@ -37,17 +33,6 @@ from thawkit.models.loss import soft_target_cross_entropy
 from thawkit.transfer.domain import DomainAdaptation
 
 log = logging.getLogger(__name__)
-
-
-def _metrics(num_classes: int, prefix: str) -> MetricCollection:
-    return MetricCollection(
-        {
-            "acc": MulticlassAccuracy(num_classes, average="micro"),
-            "f1_macro": MulticlassF1Score(num_classes, average="macro"),
-            "recall_macro": MulticlassRecall(num_classes, average="macro"),
-        },
-        prefix=prefix,
-    )
 
 
 class FineTuneModule(L.LightningModule):
@@ -68,10 +53,9 @@ class FineTuneModule(L.LightningModule):
         bn_freeze_affine: also freeze BatchNorm weight/bias where statistics are frozen.
         class_names: names of the classes, saved with the checkpoint for prediction.
         class_weights: per-class loss weights, or None.
-        domain_adaptation: the `da` config (`thawkit.transfer.domain.DomainAdaptation`): with a
-        method,
-            training batches carry target images and the step adds the domain loss. Not saved
-            in the hyperparameters: a checkpoint loaded for prediction has no domain loss.
+        domain_adaptation: the `da` config (`thawkit.transfer.domain.DomainAdaptation`): with
+            a method, training batches carry target images and the step adds the domain loss.
+            Not saved in the hyperparameters: a checkpoint loaded for prediction has none.
     """
 
     def __init__(
@@ -116,24 +100,21 @@ class FineTuneModule(L.LightningModule):
         self.trainable_since: dict[str, int | None] = {g.name: None for g in self.backbone.groups}
         self.trainable_since[HEAD] = 0
         self.lr_scale = 1.0
-        self._eval_mode_filter: tuple | None = None
-        self.train_metrics = _metrics(num_classes, "train/")
-        self.val_metrics = _metrics(num_classes, "val/")
-        self.test_metrics = _metrics(num_classes, "test/")
-        # Confusion matrices (rows: true class) of the last finished val/test epoch, for views.
-        self.confusion_metrics = nn.ModuleDict(
-            {stage: MulticlassConfusionMatrix(num_classes) for stage in ("val", "test")}
-        )
+        self._eval_mode_filter = FrozenNormsWarningFilter()
+        self.train_metrics = stage_metrics(num_classes, "train/")
+        self.val_metrics = stage_metrics(num_classes, "val/")
+        self.test_metrics = stage_metrics(num_classes, "test/")
+        # Confusion matrices (rows: true class) of the last finished val/test epoch (reports).
+        self.confusion_metrics = confusion_matrices(num_classes)
         self.confusion: dict[str, torch.Tensor] = {}
         # A weight regularizer (thawkit.transfer.regularize) attaches itself here for a fit; its
         # penalty is added to the training loss and logged as train/penalty.
         self.regularizer: Any = None
-        # Domain adaptation (thawkit.transfer.domain): the loss on source and target features (a
-        # DANN
-        # domain classifier trains with the head), and accuracy on a labelled target folder.
+        # Domain adaptation (thawkit.transfer.domain): the loss on source and target features
+        # (a DANN domain classifier trains with the head), accuracy on a labelled target folder.
         da = domain_adaptation
         self.domain_loss = da.build_loss(self.backbone.num_features) if da is not None else None
-        self.target_metrics = _metrics(num_classes, "target/")
+        self.target_metrics = stage_metrics(num_classes, "target/")
         self._apply_frozen_state()
 
     # ----------------------------------------------------------------- frozen state
@@ -159,13 +140,9 @@ class FineTuneModule(L.LightningModule):
         Returns:
             The names of the newly unfrozen groups.
         """
-        n = len(self.backbone.groups) if n < 0 else min(n, len(self.backbone.groups))
         step = self.global_step if step is None else step
-        newly = []
-        for group in self.groups_top_down[:n]:
-            if self.trainable_since[group.name] is None:
-                self.trainable_since[group.name] = step
-                newly.append(group.name)
+        names = [g.name for g in self.groups_top_down]
+        newly = unfreeze_top(self.trainable_since, names, n, step)
         if newly:
             if lr_scale is not None:
                 self.lr_scale = lr_scale
@@ -177,15 +154,8 @@ class FineTuneModule(L.LightningModule):
         return [(g, self.trainable_since[g.name] is not None) for g in self.backbone.groups]
 
     def _apply_frozen_state(self) -> None:
-        policy, affine = self.hparams.bn_policy, self.hparams.bn_freeze_affine
-        for group, trainable in self._group_states():
-            for p in group.params:
-                p.requires_grad_(trainable)
-            if affine and batchnorm.stats_frozen(policy, trainable):
-                for norm in group.norms:
-                    for p in norm.parameters():
-                        p.requires_grad_(False)
-        batchnorm.apply_modes(self._group_states(), policy, self.training)
+        hp = self.hparams
+        apply_frozen_state(self._group_states(), hp.bn_policy, hp.bn_freeze_affine, self.training)
 
     def train(self, mode: bool = True) -> FineTuneModule:
         # Lightning flips train/eval around validation; the BatchNorm policy is re-applied here.
@@ -198,29 +168,19 @@ class FineTuneModule(L.LightningModule):
         return self.trainable_since[layer_group], self.lr_scale
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["thawkit"] = {
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        checkpoint[CHECKPOINT_KEY] = {
             "trainable_since": dict(self.trainable_since),
             "lr_scale": self.lr_scale,
             "preprocessing": self.backbone.preprocessing.to_dict(),
+            **data_meta(datamodule),  # what predict/evaluate need to rebuild the inputs
         }
-        # What predict/evaluate need to rebuild the inputs from the checkpoint alone.
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
-        if datamodule is not None and hasattr(datamodule, "image_size"):
-            checkpoint["thawkit"]["image_size"] = int(datamodule.image_size)
-            keys = ("val_fraction", "test_fraction", "seed")
-            data = {k: getattr(datamodule, k, None) for k in keys}
-            for key in ("root", "digits_root"):  # absolute: evaluate may run from another dir
-                path = getattr(datamodule, key, None)
-                data[key] = str(Path(path).expanduser().resolve()) if path else None
-            checkpoint["thawkit"]["data"] = data
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.domain_loss is None:  # loaded for prediction: the domain classifier is not used
-            state = checkpoint.get("state_dict", {})
-            for key in [k for k in state if k.startswith("domain_loss.")]:
-                del state[key]
+            drop_prefixed(checkpoint.get("state_dict", {}), "domain_loss.")
         # Runs before the optimizer is rebuilt: the resumed run trains exactly what it trained.
-        state = checkpoint.get("thawkit")
+        state = checkpoint.get(CHECKPOINT_KEY)
         if state:
             self.trainable_since.update(state["trainable_since"])
             self.lr_scale = state["lr_scale"]
@@ -235,35 +195,16 @@ class FineTuneModule(L.LightningModule):
                 config.scheduler.refresh()
 
     def on_fit_start(self) -> None:
-        # Lightning warns about modules in eval mode when training starts. BatchNorm layers that
-        # the policy freezes are meant to be: silence that warning for exactly their number, and
-        # only until training has started (any other module in eval mode still warns).
-        frozen = {id(m) for g, t in self._group_states() if self._stats_frozen(t) for m in g.norms}
-        in_eval = [m for m in self.modules() if not m.training]
-        if in_eval and all(id(m) in frozen for m in in_eval):
-            warnings.filterwarnings(
-                "ignore",
-                message=rf"Found {len(in_eval)} module\(s\) in eval mode at the start of training",
-                category=PossibleUserWarning,
-            )
-            self._eval_mode_filter = warnings.filters[0]
+        # Norms the BatchNorm policy froze are in eval mode on purpose: Lightning need not warn.
+        self._eval_mode_filter.install(self, self._group_states(), self.hparams.bn_policy)
 
     def on_train_start(self) -> None:
-        self._drop_eval_mode_filter()
+        self._eval_mode_filter.remove()
         # A resumed run may have another length (the schedule's shape) than the saved one.
         self.refresh_lrs()
 
     def teardown(self, stage: str) -> None:
-        self._drop_eval_mode_filter()
-
-    def _drop_eval_mode_filter(self) -> None:
-        entry = self._eval_mode_filter
-        if entry is not None and entry in warnings.filters:
-            warnings.filters.remove(entry)
-        self._eval_mode_filter = None
-
-    def _stats_frozen(self, trainable: bool) -> bool:
-        return batchnorm.stats_frozen(self.hparams.bn_policy, trainable)
+        self._eval_mode_filter.remove()
 
     # ----------------------------------------------------------------- forward and steps
     @property
@@ -378,10 +319,9 @@ class FineTuneModule(L.LightningModule):
         self.log("trainable_params", n, on_step=False, on_epoch=True, sync_dist=True)
 
     def _store_confusion(self, stage: str) -> None:
-        metric = self.confusion_metrics[stage]
-        if metric.update_called:
-            self.confusion[stage] = metric.compute().cpu()
-        metric.reset()
+        matrix = finish_confusion(self.confusion_metrics[stage])
+        if matrix is not None:
+            self.confusion[stage] = matrix
 
     def on_test_epoch_end(self) -> None:
         self._store_confusion("test")
@@ -402,23 +342,7 @@ class FineTuneModule(L.LightningModule):
         layered += [(g.name, g.params) for g in self.groups_top_down]
         if self.domain_loss is not None:  # a DANN domain classifier trains with the head
             layered[0][1].extend(self.domain_loss.parameters())
-        groups = []
-        for depth, (name, params) in enumerate(layered):
-            lr = hp.lr * hp.lr_decay**depth
-            decay = [p for p in params if p.ndim > 1]
-            no_decay = [p for p in params if p.ndim <= 1]  # norm weights/biases and all biases
-            for suffix, ps, wd in (("", decay, hp.weight_decay), ("/no_decay", no_decay, 0.0)):
-                if ps:
-                    groups.append(
-                        {
-                            "params": ps,
-                            "lr": lr,
-                            "weight_decay": wd,
-                            "name": name + suffix,
-                            "layer_group": name,
-                        }
-                    )
-        return groups
+        return layered_param_groups(layered, hp.lr, hp.lr_decay, hp.weight_decay)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(self.param_groups())
@@ -438,11 +362,7 @@ class FineTuneModule(L.LightningModule):
         """Current LR of every named layer group (head first)."""
         if self._trainer is None or not self.trainer.optimizers:
             return {}
-        # Both halves (decay, no-decay) of a layer group always share one LR.
-        return {
-            prefix + g["layer_group"]: float(g["lr"])
-            for g in self.trainer.optimizers[0].param_groups
-        }
+        return layer_group_lrs(self.trainer.optimizers[0], prefix)
 
     def count_params(self, trainable: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable)

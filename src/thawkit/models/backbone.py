@@ -217,3 +217,13 @@ def build_backbone(name: str = "tf_efficientnet_lite0", weights: str = "bundled"
         prefixes, num_features = _timm_group_prefixes(model), model.num_features
     load_weights(model, name, weights)
     return Backbone(name, model, num_features, prefixes, preprocessing)
+
+
+def layer_group_names(backbone: str) -> list[str]:
+    """The layer group names of `backbone`, built on the meta device (no memory, no weights)."""
+    from thawkit.console import quiet_loggers
+
+    # Only the structure is read: the weights module's "random initialisation" notice would
+    # mislead here.
+    with torch.device("meta"), quiet_loggers("thawkit.models.weights"):
+        return [g.name for g in build_backbone(backbone, "none").groups]

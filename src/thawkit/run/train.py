@@ -52,7 +52,8 @@ def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Tra
     )
     datamodule.prepare_data()
     datamodule.setup("fit")
-    auto_choice = resolve_auto(cfg, datamodule)  # strategy=auto: decide now, before the model
+    # strategy=auto: decide now, before the model; what it wrote passes the same checks.
+    auto_choice = resolve_auto(cfg, datamodule, check=validate)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     reset_head = bool(model_cfg.pop("reset_head", False))
     model: FineTuneModule = instantiate(

@@ -1,0 +1,284 @@
+"""The decision table of `strategy=auto`: signals in, a strategy and its settings out, with
+the reasons in sentences. Pure: no data, no model, no config (CS231n's transfer-learning notes;
+Yosinski et al. 2014, "How transferable are features in deep neural networks?").
+
+The table (sizes per class: small < `small_per_class` <= medium <= `large_per_class` < large;
+domain: near >= `near` > moderate >= `far` > far):
+
+| data \\ domain | near               | moderate                    | far                      |
+|---------------|--------------------|-----------------------------|--------------------------|
+| small         | feature_extraction | partial (top quarter), reg. | gradual (top half), reg. |
+| medium        | two_phase          | gradual                     | full, lr_decay 0.9       |
+| large         | full, lr_decay 0.7 | full                        | full, higher LR, 0.9     |
+
+Huge data (>= `huge_per_class`) with a very far domain (< `very_far`) trains from scratch;
+`model.weights=none` (nothing pretrained) always does. "reg." = stronger regularisation
+(weight decay 0.05, label smoothing 0.1): few images, more trainable layers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from thawkit.finetune.auto.probe import Signals
+
+AUTO = "auto"
+# The keys auto may fill (dotted config paths); the strategy node itself is always replaced.
+FILLABLE = (
+    "model.lr",
+    "model.lr_decay",
+    "model.weight_decay",
+    "model.label_smoothing",
+    "model.weights",
+    "trainer.max_epochs",
+)
+# Epochs by data size: few images give few steps per epoch, so small data gets more epochs
+# (early stopping on val/loss still ends a run that stops improving).
+EPOCHS = {"small": 20, "medium": 12, "large": 8}
+SCRATCH_EPOCHS = 30  # random init needs many more passes than fine-tuning
+STRONG_REG = {"model.weight_decay": 0.05, "model.label_smoothing": 0.1}
+DEFAULT_LRS = {"model.lr": 2e-3, "model.lr_decay": 0.8}  # the cells below name what differs
+SCRATCH = {"model.lr": 3e-3, "model.lr_decay": 1.0}
+# (data size, domain) -> (strategy, settings that differ from DEFAULT_LRS, why). The numbers of
+# layer groups trained come from the backbone: {quarter}, {half} of its {groups}.
+TABLE: dict[tuple[str, str], tuple[str, dict[str, float], str]] = {
+    ("small", "near"): (
+        "feature_extraction",
+        {"model.lr": 5e-3},
+        "the pretrained features already separate the classes; training backbone layers on "
+        "few images would overfit them, so train a linear classifier on the frozen features "
+        "(a larger head LR suits a lone linear layer)",
+    ),
+    ("small", "moderate"): (
+        "partial",
+        {"model.lr_decay": 0.5, **STRONG_REG},
+        "train the top {quarter} of {groups} layer groups (task-specific features) and keep the "
+        "lower ones (generic edges and textures) frozen, with stronger regularisation against "
+        "overfitting few images",
+    ),
+    ("small", "far"): (
+        "gradual",
+        {"model.lr_decay": 0.7, **STRONG_REG},
+        "the top features need to change, but few images cannot retrain the whole backbone; "
+        "unfreeze from the top, one group every 2 epochs, up to {half} of {groups} groups "
+        "(lower layers keep generic features), with stronger regularisation",
+    ),
+    ("medium", "near"): (
+        "two_phase",
+        {},
+        "train the head first on the frozen features, then fine-tune every layer at a lower LR "
+        "(the head no longer sends large random gradients into good features)",
+    ),
+    ("medium", "moderate"): (
+        "gradual",
+        {},
+        "unfreeze one more group from the top every epoch, so the layers that must adapt most "
+        "train longest",
+    ),
+    ("medium", "far"): (
+        "full",
+        {"model.lr_decay": 0.9},
+        "every layer needs to adapt and the data can support it; full fine-tuning with mild LR "
+        "decay down the layers",
+    ),
+    ("large", "near"): (
+        "full",
+        {"model.lr": 1e-3, "model.lr_decay": 0.7},
+        "fine-tune every layer, with discriminative LRs (strong decay) so the good lower "
+        "features move little",
+    ),
+    ("large", "moderate"): ("full", {}, "full fine-tuning with discriminative LRs"),
+    ("large", "far"): (
+        "full",
+        {"model.lr": 3e-3, "model.lr_decay": 0.9},
+        "fine-tune every layer with a higher LR and little decay, so the lower layers can move "
+        "away from the pretrained features",
+    ),
+}
+
+
+@dataclass
+class Decision:
+    """Auto's pick: a strategy config, the values it wants, and the reasons, in sentences."""
+
+    chosen: str
+    strategy_args: dict[str, Any]  # overrides of the chosen strategy's node (initial_groups...)
+    settings: dict[str, Any]  # dotted config key -> value auto wants
+    reasons: list[str]
+    signals: dict[str, Any]
+    size: str = ""
+    domain: str = ""
+    applied: dict[str, Any] = field(default_factory=dict)
+    kept: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class AutoStrategy:
+    """The `strategy=auto` node: thresholds of the decision table and the probe's budget.
+
+    Args:
+        name: `auto`.
+        small_per_class: fewer training images per class (median) than this is small data.
+        large_per_class: more than this is large data (in between: medium).
+        huge_per_class: at least this many, with a very far domain, trains from scratch.
+        near: domain score at or above this is a near domain.
+        far: domain score below this is a far domain (in between: moderate).
+        very_far: domain score below this counts as very far (scratch, with huge data).
+        max_images: at most this many training images go through the probe (an even share per
+            class, at least 2 per class); 0 = no probe (the domain counts as moderate).
+        baseline: also probe a randomly initialised copy of the backbone, and score the domain
+            by how much better the pretrained features do (doubles the probe's cost); false =
+            the pretrained probe's score alone is the domain score.
+        keep: config keys auto must leave as configured even when not given on the command
+            line (e.g. [trainer.max_epochs] in an experiment file).
+    """
+
+    def __init__(
+        self,
+        name: str = AUTO,
+        small_per_class: int = 100,
+        large_per_class: int = 1000,
+        huge_per_class: int = 10000,
+        near: float = 0.75,
+        far: float = 0.4,
+        very_far: float = 0.1,
+        max_images: int = 512,
+        baseline: bool = True,
+        keep: Sequence[str] = (),
+    ) -> None:
+        if not 0 < small_per_class <= large_per_class <= huge_per_class:
+            raise ValueError(
+                "strategy.small_per_class <= large_per_class <= huge_per_class must hold, all > 0"
+                f"; got {small_per_class}, {large_per_class}, {huge_per_class}"
+            )
+        if not 0 <= very_far <= far <= near <= 1:
+            raise ValueError(
+                "strategy.very_far <= far <= near must hold, all in [0, 1]; "
+                f"got {very_far}, {far}, {near}"
+            )
+        if max_images < 0:
+            raise ValueError(f"strategy.max_images={max_images} must be >= 0 (0 = no probe)")
+        unknown = [k for k in keep if k not in FILLABLE]
+        if unknown:
+            raise ValueError(f"strategy.keep={unknown}: auto only fills {list(FILLABLE)}")
+        self.name = name
+        self.small_per_class, self.large_per_class = small_per_class, large_per_class
+        self.huge_per_class = huge_per_class
+        self.near, self.far, self.very_far = near, far, very_far
+        self.max_images = max_images
+        self.baseline = baseline
+        self.keep = list(keep)
+
+    def size(self, signals: Signals) -> str:
+        n = signals.images_per_class
+        if n < self.small_per_class:
+            return "small"
+        return "large" if n > self.large_per_class else "medium"
+
+    def domain(self, signals: Signals) -> str:
+        s = signals.domain_score
+        if s is None:
+            return "unknown"
+        if s >= self.near:
+            return "near"
+        return "moderate" if s >= self.far else "far"
+
+    def decide(self, signals: Signals, num_groups: int, weights_given: bool = False) -> Decision:
+        """The decision table applied to `signals` (pure: no data, no model).
+
+        Args:
+            signals: the measured (or constructed) signals.
+            num_groups: layer groups of the backbone (partial/gradual train a share of them).
+            weights_given: `model.weights` was set explicitly: never pick scratch (which
+                replaces the weights by a random init).
+        """
+        size, domain = self.size(signals), self.domain(signals)
+        reasons = [self._size_reason(signals, size), self._domain_reason(signals, domain)]
+        key = domain if domain != "unknown" else "moderate"
+        very_far = signals.domain_score is not None and signals.domain_score < self.very_far
+        huge = signals.images_per_class >= self.huge_per_class
+        if not signals.pretrained:
+            chosen, args, settings = "scratch", {}, dict(SCRATCH)
+            why = (
+                "model.weights=none: there are no pretrained features to transfer, so every "
+                "layer trains from its random initialisation at one learning rate"
+            )
+        elif huge and very_far and not weights_given:
+            chosen, args, settings = "scratch", {}, {**SCRATCH, "model.weights": "none"}
+            why = (
+                f"huge data (>= {self.huge_per_class} per class) and a very far domain "
+                f"(score < {self.very_far}): the data can train every layer and the pretrained "
+                "features barely help, so train from scratch"
+            )
+        else:
+            chosen, lrs, why = TABLE[size, key]
+            settings = {**DEFAULT_LRS, **lrs}
+            quarter, half = max(1, round(num_groups / 4)), max(1, math.ceil(num_groups / 2))
+            args = {
+                ("small", "moderate"): {"initial_groups": quarter},
+                ("small", "far"): {"initial_groups": 0, "every_n_epochs": 2, "max_groups": half},
+                ("medium", "moderate"): {"initial_groups": 0, "every_n_epochs": 1},
+            }.get((size, key), {})
+            why = why.format(quarter=quarter, half=half, groups=num_groups)
+            if huge and very_far:
+                why += " (scratch would fit, but model.weights was given explicitly)"
+        epochs = SCRATCH_EPOCHS if chosen == "scratch" else EPOCHS[size]
+        if "every_n_epochs" in args:
+            groups = args.get("max_groups") or num_groups
+            epochs = max(epochs, args["every_n_epochs"] * groups + 2)
+        settings["trainer.max_epochs"] = epochs
+        reasons.append(f"{self._table_cell(size, domain)} -> {chosen}: {why}.")
+        return Decision(
+            chosen=chosen,
+            strategy_args=args,
+            settings=settings,
+            reasons=reasons,
+            signals=asdict(signals),
+            size=size,
+            domain=domain,
+        )
+
+    @staticmethod
+    def _table_cell(size: str, domain: str) -> str:
+        return f"{size} data + {domain} domain"
+
+    def _size_reason(self, s: Signals, size: str) -> str:
+        bounds = {
+            "small": f"< {self.small_per_class}",
+            "medium": f"{self.small_per_class}..{self.large_per_class}",
+            "large": f"> {self.large_per_class}",
+        }
+        return (
+            f"Data size: {s.images_per_class:g} training images per class (median of "
+            f"{s.num_classes} classes, smallest {s.min_images_per_class}, {s.train_images} "
+            f"in all) is {size} ({bounds[size]} per class)."
+        )
+
+    def _domain_reason(self, s: Signals, domain: str) -> str:
+        if s.domain_score is None:
+            return f"Domain distance: unknown ({s.probe_note}); treated as moderate."
+        bound = {
+            "near": f">= {self.near}",
+            "moderate": f"{self.far}..{self.near}",
+            "far": f"< {self.far}",
+        }[domain]
+        text = (
+            f"Domain distance: a linear probe on the pretrained backbone's frozen features of "
+            f"{s.probe_images} training images ({s.probe_folds}-fold) reached {s.probe_acc:.1%} "
+            f"held-out accuracy against {s.probe_chance:.1%} chance (score {s.probe_score:.2f})"
+        )
+        if s.baseline_score is not None:
+            text += (
+                f"; a randomly initialised copy reached {s.baseline_acc:.1%} (score "
+                f"{s.baseline_score:.2f}), so pretraining closes {s.domain_score:.0%} of the gap "
+                "that random features leave"
+            )
+        return (
+            f"{text}: domain score {s.domain_score:.2f}, a {domain} domain ({bound}); measured "
+            f"in {s.probe_time_s:.1f} s."
+        )

@@ -1,0 +1,225 @@
+"""Measuring what auto decides on: data size, and the domain distance by linear probes.
+
+- **Data size**: training images per class (median over the classes of the training split).
+- **Domain distance**: linear probes. The frozen pretrained backbone (eval mode) computes
+  pooled features of at most `max_images` training images (an even share per class); a
+  ridge-regularised linear classifier (scikit-learn, standardised features, stratified k-fold)
+  classifies them. Its held-out accuracy, normalised against chance (the majority class's share
+  of the probed images, 1/C when balanced), is the probe score `(acc - chance) / (1 - chance)`.
+  The same probe on a randomly initialised copy of the backbone gives a baseline score: what
+  any convolutional features of this architecture get. The domain score is the share of the
+  headroom left by random features that pretraining closes,
+  `(pretrained - baseline) / (1 - baseline)`, in [0, 1]: 1 = the pretrained features fit this
+  task far better than random ones (near domain), 0 = pretraining adds nothing (far domain).
+  Why the baseline: the pretrained score alone could not tell the default digits (far from
+  ImageNet photos; full fine-tuning beats two_phase there) from ants-vs-bees photos (ImageNet
+  classes): 0.88 against 0.89 with EfficientNet-Lite0. Random features score 0.87 on digits and
+  0.15 on the photos, so the domain scores are 0.07 (far) and 0.87 (near).
+  (`baseline: false` skips the second pass and uses the pretrained score alone.)
+
+Nothing here decides (`thawkit.finetune.auto.policy`) or touches the config
+(`thawkit.finetune.auto.resolve`).
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+# Ridge penalty of the probe on standardised features (1.0 overfit 1280-d features of 400
+# images: 0.869 held-out accuracy on digits, against 0.892 at 100 and at 1000).
+PROBE_ALPHA = 100.0
+
+
+@dataclass
+class Signals:
+    """What auto measured. `domain_score` is None when no probe ran (`probe_note` says why).
+
+    `probe_*`: the linear probe on the pretrained backbone's features; `baseline_*`: the same
+    probe on a randomly initialised copy of the backbone (None when `baseline` is off).
+    """
+
+    num_classes: int
+    images_per_class: float  # median over classes, training split
+    min_images_per_class: int
+    train_images: int
+    pretrained: bool = True
+    layer_groups: int = 0  # of the probed backbone (0 = not built)
+    probe_images: int = 0
+    probe_folds: int = 0
+    probe_acc: float | None = None
+    probe_chance: float | None = None
+    probe_score: float | None = None
+    baseline_acc: float | None = None
+    baseline_score: float | None = None
+    domain_score: float | None = None
+    probe_time_s: float = 0.0
+    probe_note: str = ""
+
+
+def probe_score(
+    features: np.ndarray | torch.Tensor,
+    labels: np.ndarray | torch.Tensor | Sequence[int],
+    folds: int = 5,
+    seed: int = 0,
+) -> tuple[float, float, float, int]:
+    """Held-out accuracy of a linear probe on `features`, normalised against chance.
+
+    A ridge-regularised linear classifier (scikit-learn's `RidgeClassifier`, closed form) on
+    standardised features, scored by stratified k-fold cross-validation (k = `folds`, at most
+    the smallest class's count, at least 2). Ridge rather than logistic regression: on 510
+    digits' EfficientNet-Lite0 features it scored 0.892 against 0.908 held-out accuracy in
+    2.4 s against 23.6 s (5 folds, 2 busy CPU cores), and 0.116 on shuffled labels (chance 0.1).
+
+    Returns:
+        (accuracy, chance, score, k): chance is the majority class's share; score is
+        (accuracy - chance) / (1 - chance), clipped to [0, 1].
+
+    Raises:
+        ValueError: fewer than 2 classes, or a class with fewer than 2 samples.
+    """
+    from sklearn.linear_model import RidgeClassifier
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = features.numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
+    y = labels.numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    _, counts = np.unique(y, return_counts=True)
+    if len(counts) < 2 or counts.min() < 2:
+        raise ValueError(
+            "a linear probe needs >= 2 classes with >= 2 samples each; "
+            f"got counts {counts.tolist()}"
+        )
+    k = int(max(2, min(folds, counts.min())))
+    probe = make_pipeline(StandardScaler(), RidgeClassifier(alpha=PROBE_ALPHA))
+    cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    acc = float(np.mean(cross_val_score(probe, x, y, cv=cv, scoring="accuracy")))
+    chance = float(counts.max() / counts.sum())
+    score = min(1.0, max(0.0, (acc - chance) / (1.0 - chance)))
+    return acc, chance, score, k
+
+
+def probe_subset(
+    samples: Sequence[tuple[str, int]], num_classes: int, max_images: int, seed: int = 0
+) -> list[tuple[str, int]]:
+    """An even share of at most `max_images` samples per class (at least 2 per class)."""
+    per_class = max(2, max_images // max(1, num_classes))
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[tuple[str, int]]] = {}
+    for s in samples:
+        by_class.setdefault(s[1], []).append(s)
+    picked: list[tuple[str, int]] = []
+    for label in sorted(by_class):
+        group = by_class[label]
+        idx = rng.permutation(len(group))[:per_class]
+        picked += [group[i] for i in sorted(idx)]
+    return picked
+
+
+def domain_score(pretrained: float, baseline: float | None) -> float:
+    """How much of the headroom that random features leave the pretrained features close.
+
+    (pretrained - baseline) / (1 - baseline), clipped to [0, 1], with both the probe scores
+    (normalised against chance). Without a baseline: the pretrained probe's score itself.
+    Random features that already solve the task (baseline 1) leave nothing to close: 1.
+    """
+    if baseline is None:
+        return pretrained
+    if baseline >= 1.0:
+        return 1.0
+    return min(1.0, max(0.0, (pretrained - baseline) / (1.0 - baseline)))
+
+
+def measure(
+    cfg: DictConfig, datamodule: Any, max_images: int, seed: int = 0, baseline: bool = True
+) -> Signals:
+    """Data size from `datamodule`'s training split, and the linear probes' domain score.
+
+    Args:
+        cfg: the run's config (model.backbone, model.weights, trainer.accelerator).
+        datamodule: a set-up `ImageFolderDataModule`.
+        max_images: at most this many training images go through the probe.
+        seed: picks the images and the folds (and the baseline's random init).
+        baseline: also probe a randomly initialised copy of the backbone.
+    """
+    train = datamodule.splits["train"]
+    counts = [0] * datamodule.num_classes
+    for _, y in train:
+        counts[y] += 1
+    signals = Signals(
+        num_classes=datamodule.num_classes,
+        images_per_class=float(statistics.median(counts)),
+        min_images_per_class=min(counts),
+        train_images=len(train),
+        pretrained=str(cfg.model.weights) != "none",
+    )
+    if not signals.pretrained:
+        signals.probe_note = "no probe: model.weights=none, nothing pretrained to measure"
+    elif max_images <= 0:
+        signals.probe_note = "no probe: strategy.max_images=0"
+    elif min(counts) < 2:
+        signals.probe_note = "no probe: a class has fewer than 2 training images"
+    else:
+        _probe(cfg, datamodule, signals, max_images, seed, baseline)
+    return signals
+
+
+def _features(backbone: Any, dataset: Any, batch_size: int, device: torch.device) -> Any:
+    from thawkit.data.feature_cache import extract_features
+
+    return extract_features(backbone.eval().to(device), dataset, batch_size, device=device)
+
+
+def _probe(
+    cfg: DictConfig, datamodule: Any, signals: Signals, max_images: int, seed: int, baseline: bool
+) -> None:
+    from thawkit.console import quiet_loggers
+    from thawkit.data.datasets import ImageDataset
+    from thawkit.data.transforms import eval_transform
+    from thawkit.models.backbone import build_backbone
+
+    start = time.perf_counter()
+    name, batch = str(cfg.model.backbone), datamodule.batch_size
+    subset = probe_subset(datamodule.splits["train"], signals.num_classes, max_images, seed)
+    log.info(
+        "strategy=auto: probing %d training images with %s's frozen features (weights=%s%s)",
+        len(subset),
+        name,
+        cfg.model.weights,
+        ", and a randomly initialised copy" if baseline else "",
+    )
+    use_cuda = torch.cuda.is_available() and cfg.trainer.get("accelerator") != "cpu"
+    device = torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
+    dataset = ImageDataset(
+        subset, eval_transform(datamodule.preprocessing, datamodule.image_size), None
+    )
+    backbone = build_backbone(name, str(cfg.model.weights))
+    signals.layer_groups = len(backbone.groups)
+    features, labels = _features(backbone, dataset, batch, device)
+    del backbone
+    acc, chance, score, k = probe_score(features, labels, seed=seed)
+    signals.probe_images, signals.probe_folds = len(subset), k
+    signals.probe_acc, signals.probe_chance = round(acc, 4), round(chance, 4)
+    signals.probe_score = round(score, 4)
+    if baseline:
+        with torch.random.fork_rng(devices=[]):  # the run's own random stream stays untouched
+            torch.manual_seed(seed)
+            with quiet_loggers("thawkit.models.weights"):  # the baseline, not the run's backbone
+                random_init = build_backbone(name, "none")
+        features, _ = _features(random_init, dataset, batch, device)
+        del random_init
+        base_acc, _, base_score, _ = probe_score(features, labels, seed=seed)
+        signals.baseline_acc, signals.baseline_score = round(base_acc, 4), round(base_score, 4)
+    signals.domain_score = round(domain_score(score, signals.baseline_score), 4)
+    signals.probe_time_s = round(time.perf_counter() - start, 3)

@@ -1,0 +1,177 @@
+"""Writing auto's choice into the run's config, and the order of a resolve: measure, decide,
+apply, record.
+
+What auto sets and what it leaves alone: the strategy node always (the user asked for auto);
+`model.lr`, `model.lr_decay`, `model.weight_decay`, `model.label_smoothing`,
+`trainer.max_epochs` (and `model.weights` for scratch) unless the key was given on the command
+line (`trainer.max_epochs=3 strategy=auto` keeps 3 epochs; sweep values count too) or is listed
+in `strategy.keep` (for experiment files and configs built in code). The choice is written to
+`<run dir>/auto.json` and reused when the run resumes, so a resumed run trains as it started.
+
+The chosen strategy's own file (`strategy/<name>.yaml`) is read from Hydra's config search path
+in Hydra's own order (the primary config folder first, then `--config-dir` and
+`hydra.searchpath` folders, `file://` and `pkg://` alike), so a user's config folder serves
+its strategies to auto as it does to `strategy=<name>`; without a running Hydra app (a config
+composed in code), from the configs packaged with thawkit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from thawkit import CONF_DIR
+from thawkit.atomic import write_json_atomic
+from thawkit.finetune.auto.policy import AUTO, AutoStrategy, Decision
+from thawkit.finetune.auto.probe import measure
+from thawkit.models.backbone import layer_group_names
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+log = logging.getLogger(__name__)
+
+# The `_target_` of src/thawkit/conf/strategy/auto.yaml: the public path of AutoStrategy.
+TARGET = "thawkit.finetune.auto.AutoStrategy"
+RECORD = "auto.json"
+
+
+def explicit_keys(keep: Sequence[str] = ()) -> set[str]:
+    """Config keys the user set: this command line's `key=value` overrides, plus `keep`."""
+    keys = set(keep)
+    if HydraConfig.initialized():
+        overrides = [str(o) for o in HydraConfig.get().overrides.task]
+        for override in OverridesParser.create().parse_overrides(overrides):
+            keys.add(override.key_or_group)
+    return keys
+
+
+def config_roots() -> list[Traversable]:
+    """The config folders Hydra searches, in its order; the packaged configs without Hydra.
+
+    Hydra's `runtime.config_sources` lists the folders of the running app: `file://` folders
+    and `pkg://` packages (Hydra's own `hydra.conf` and ConfigStore entries among them; those
+    hold no strategy files and are passed over by the lookup).
+    """
+    if not HydraConfig.initialized():
+        return [CONF_DIR]
+    roots: list[Traversable] = []
+    for source in HydraConfig.get().runtime.config_sources:
+        if source.schema == "file":
+            roots.append(Path(source.path))
+        elif source.schema == "pkg":
+            try:
+                roots.append(resources.files(source.path.replace("/", ".")))
+            except (ModuleNotFoundError, TypeError, ValueError):
+                continue  # Hydra skips a package it cannot import as well
+    return roots
+
+
+def _strategy_files(name: str) -> Iterator[Traversable]:
+    for root in config_roots():
+        path = root.joinpath("strategy", f"{name}.yaml")
+        if path.is_file():
+            yield path
+
+
+def strategy_config(name: str) -> DictConfig:
+    """`strategy/<name>.yaml` as loaded (its `_global_` keys: strategy, maybe model), from the
+    first config folder that has it (see `config_roots`)."""
+    for path in _strategy_files(name):
+        with path.open("r", encoding="utf-8") as f:
+            return OmegaConf.load(f)
+    searched = ", ".join(str(root) for root in config_roots())
+    raise FileNotFoundError(
+        f"strategy=auto picked {name} but no config folder has strategy/{name}.yaml "
+        f"(searched {searched})"
+    )
+
+
+def apply(cfg: DictConfig, decision: Decision, explicit: set[str]) -> None:
+    """Write the decision into `cfg` (in place): the strategy node, and every setting whose
+    key the user did not set (those are recorded in `decision.kept` instead)."""
+    chosen = strategy_config(decision.chosen)
+    node = OmegaConf.merge(chosen.strategy, decision.strategy_args)
+    node.name = AUTO  # summaries and sweeps see `auto`; summary.json's auto.chosen names the pick
+    # A strategy file's other keys (scratch: model.weights, model.lr_decay) are settings too.
+    extra = {
+        f"{top}.{k}": v for top, sub in chosen.items() if top != "strategy" for k, v in sub.items()
+    }
+    settings = {**extra, **decision.settings}
+    decision.applied, decision.kept = {}, {}
+    with open_dict(cfg):
+        cfg.strategy = node
+        for key, value in settings.items():
+            if key in explicit:
+                decision.kept[key] = OmegaConf.select(cfg, key)
+            else:
+                OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+                decision.applied[key] = value
+
+
+def _log(decision: Decision) -> None:
+    for reason in decision.reasons:
+        log.info("strategy=auto: %s", reason)
+    applied = ", ".join(f"{k}={v}" for k, v in decision.applied.items()) or "nothing"
+    log.info("strategy=auto: chose %s; set %s", decision.chosen, applied)
+    for key, value in decision.kept.items():
+        wanted = decision.settings.get(key)
+        log.info(
+            "strategy=auto: kept %s=%s as given (auto would have picked %s)", key, value, wanted
+        )
+
+
+def resolve_auto(
+    cfg: DictConfig, datamodule: Any, check: Callable[[DictConfig], None] | None = None
+) -> dict[str, Any] | None:
+    """With `strategy=auto`, measure, decide and write the choice into `cfg` (in place, so
+    the hyperparameters logged later are the ones used); else do nothing.
+
+    Call it after the data module's setup and before the model and callbacks are built.
+    A resumed run (`ckpt_path` set) reuses the choice recorded in its run dir's `auto.json`.
+
+    Args:
+        cfg: the composed run config.
+        datamodule: a set-up `ImageFolderDataModule` (unused on a resume).
+        check: the run entry's config validation (`thawkit.config.checks.validate`): what
+            auto wrote must pass the same checks as what a user writes, before it is recorded.
+
+    Returns:
+        The decision as recorded in summary.json's `auto` field, or None without auto.
+    """
+    node = cfg.get("strategy")
+    if node is None or node.get("_target_") != TARGET:
+        return None
+    auto: AutoStrategy = instantiate(node, _convert_="all")
+    explicit = explicit_keys(auto.keep)
+    record = Path(cfg.paths.output_dir) / RECORD
+    if cfg.get("ckpt_path") and record.is_file():
+        saved = json.loads(record.read_text())
+        decision = Decision(**{k: saved[k] for k in Decision.__dataclass_fields__ if k in saved})
+        # Keys kept at the start stay kept: their values are in the resumed config already.
+        explicit |= set(decision.kept)
+        log.info("strategy=auto: resuming with the choice recorded in %s", record)
+    else:
+        seed = cfg.get("seed")
+        seed = seed if seed is not None else 0
+        signals = measure(cfg, datamodule, auto.max_images, seed, auto.baseline)
+        groups = signals.layer_groups or len(layer_group_names(str(cfg.model.backbone)))
+        decision = auto.decide(signals, groups, "model.weights" in explicit)
+    apply(cfg, decision, explicit)
+    _log(decision)
+    if check is not None:
+        check(cfg)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(record, decision.to_dict())
+    return decision.to_dict()
