@@ -62,9 +62,11 @@ def run_hydra(name: str, args: Sequence[str]) -> None:
         value = run(cfg)
         return value if name == "train" else None  # a sweeper optimises train's return value
 
-    # Hydra names the job, and the run dir's log file (train.log), after this: without it, after
-    # the module holding `task`.
-    sys.argv = [argv[0], f"hydra.job.name={name}", *args]
+    # Hydra names the job, and the run dir's log file (train.log), after this (without it, after
+    # the module holding `task`). Last, as argparse takes the overrides in one piece; not after
+    # --info, whose value is optional; not when the command line names the job itself.
+    named = any(a in ("--info", "-i") or a.startswith("hydra.job.name=") for a in args)
+    sys.argv = [argv[0], *args, *([] if named else [f"hydra.job.name={name}"])]
     try:
         hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(task)()
     finally:
