@@ -1,7 +1,7 @@
 """What a thawkit command prints: logger levels, and Lightning's chatter left out.
 
 `quiet_lightning` drops, by their exact text, the messages Lightning prints on every run that
-tell a thawkit user nothing (docs/architecture.md, "The console"): the accelerator banner, an
+tell a thawkit user nothing: the accelerator banner, an
 advertisement, the batches it loads to count steps, checkpoint-restore chatter around the test
 pass, and an upstream deprecation warning (Lightning's `_pytree.py` using torch's deprecated
 `LeafSpec`) that only a Lightning release can fix. Every other message and warning still shows.
@@ -25,7 +25,7 @@ LIGHTNING_INFO_LOGGERS = (
 
 # Start of each message left out, and why.
 LIGHTNING_NOISE = (
-    "GPU available: ",  # the accelerator banner: the run's device is in the result block
+    "GPU available: ",  # the accelerator banner (a GPU left unused still warns)
     "TPU available: ",
     "HPU available: ",
     "LOCAL_RANK: ",  # "LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [0]"
