@@ -1,10 +1,10 @@
 """What a thawkit command prints: logger levels, and Lightning's chatter left out.
 
 `quiet_lightning` drops, by their exact text, the messages Lightning prints on every run that
-tell a thawkit user nothing: the accelerator banner, an
-advertisement, the batches it loads to count steps, checkpoint-restore chatter around the test
-pass, and an upstream deprecation warning (Lightning's `_pytree.py` using torch's deprecated
-`LeafSpec`) that only a Lightning release can fix. Every other message and warning still shows.
+tell a thawkit user nothing: the accelerator banner, an advertisement, the batches it loads to
+count steps, checkpoint-restore chatter around the test pass, and an upstream deprecation
+warning (Lightning's `_pytree.py` using torch's deprecated `LeafSpec`) that only a Lightning
+release can fix. Every other message and warning still shows.
 """
 
 from __future__ import annotations
