@@ -1,15 +1,11 @@
-"""Evaluate a checkpoint: `python evaluate.py ckpt=PATH [data.root=FOLDER] [split=test]`."""
+"""Evaluate a checkpoint: `python evaluate.py ckpt=PATH [data.root=FOLDER] [split=test]`.
 
-import hydra
-from omegaconf import DictConfig
+The same as `thawkit evaluate ...` (thawkit.cli), from a checkout.
+"""
 
-from thawkit.inference.evaluate import main as run
+import sys
 
-
-@hydra.main(version_base="1.3", config_path="src/thawkit/conf", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
-
+from thawkit.cli import main
 
 if __name__ == "__main__":
-    main()
+    main(["evaluate", *sys.argv[1:]])

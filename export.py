@@ -1,15 +1,11 @@
-"""Export a checkpoint: `python export.py ckpt=PATH format=onnx|torchscript`."""
+"""Export a checkpoint: `python export.py ckpt=PATH format=onnx|torchscript`.
 
-import hydra
-from omegaconf import DictConfig
+The same as `thawkit export ...` (thawkit.cli), from a checkout.
+"""
 
-from thawkit.inference.export import main as run
+import sys
 
-
-@hydra.main(version_base="1.3", config_path="src/thawkit/conf", config_name="export")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
-
+from thawkit.cli import main
 
 if __name__ == "__main__":
-    main()
+    main(["export", *sys.argv[1:]])

@@ -1,15 +1,11 @@
-"""Predict classes: `python predict.py ckpt=PATH input=IMAGE_OR_FOLDER [top_k=3]`."""
+"""Predict classes: `python predict.py ckpt=PATH input=IMAGE_OR_FOLDER [top_k=3]`.
 
-import hydra
-from omegaconf import DictConfig
+The same as `thawkit predict ...` (thawkit.cli), from a checkout.
+"""
 
-from thawkit.inference.predict import main as run
+import sys
 
-
-@hydra.main(version_base="1.3", config_path="src/thawkit/conf", config_name="predict")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
-
+from thawkit.cli import main
 
 if __name__ == "__main__":
-    main()
+    main(["predict", *sys.argv[1:]])

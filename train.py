@@ -1,15 +1,11 @@
-"""Fine-tune a pretrained CNN: `python train.py strategy=gradual`, sweeps with `-m`."""
+"""Fine-tune a pretrained CNN: `python train.py strategy=gradual`, sweeps with `-m`.
 
-import hydra
-from omegaconf import DictConfig
+The same as `thawkit train ...` (thawkit.cli), from a checkout.
+"""
 
-from thawkit.run.train import main as run
+import sys
 
-
-@hydra.main(version_base="1.3", config_path="src/thawkit/conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    return run(cfg)
-
+from thawkit.cli import main
 
 if __name__ == "__main__":
-    main()
+    main(["train", *sys.argv[1:]])

@@ -28,8 +28,14 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.fabric.utilities.data import _set_sampler_epoch
 from torch.utils.data import Dataset, Sampler
+
+from thawkit.compat import (
+    batch_being_prepared,
+    batches_done_on_resume,
+    epochs_processed,
+    restart_training_fetcher,
+)
 
 # Stream ids: one per consumer, so no two consumers ever share a seed.
 AUGMENT, MIX, STEP, ORDER = 1, 2, 3, 4
@@ -172,16 +178,13 @@ def batches_done_in_epoch(trainer: L.Trainer | None) -> int:
         # Under DDP, Lightning's sampler wrapper shards after this sampler: a skip here would
         # shift the shards. A mid-epoch resume there re-reads the epoch from its start.
         return 0
-    fit_loop = trainer.fit_loop
-    epochs = fit_loop.epoch_progress.current
-    mid_epoch = fit_loop.restarting and epochs.processed < epochs.started
-    return fit_loop.epoch_loop.batch_progress.current.completed if mid_epoch else 0
+    return batches_done_on_resume(trainer)
 
 
 def batch_position(trainer: L.Trainer) -> tuple[int, int, int]:
     """(epoch, index of the batch being prepared in its epoch, global rank) during training."""
-    fit_loop = getattr(trainer, "fit_loop", None)  # absent on stand-in trainers of unit tests
-    index = fit_loop.epoch_loop.batch_progress.current.ready if fit_loop is not None else 0
+    # fit_loop is absent on stand-in trainers of unit tests.
+    index = batch_being_prepared(trainer) if getattr(trainer, "fit_loop", None) else 0
     return trainer.current_epoch, index, getattr(trainer, "global_rank", 0)
 
 
@@ -193,13 +196,7 @@ def restart_train_iterator(trainer: L.Trainer) -> None:
     keeps that iterator. With workers, the sampler has then already drawn its order for epoch
     0 from the start. Called at `on_train_start`, after the restore.
     """
-    fit_loop = trainer.fit_loop
-    fetcher, loader = fit_loop._data_fetcher, fit_loop._combined_loader
-    if fetcher is None or loader is None:
-        return
-    for dataloader in loader.flattened:
-        _set_sampler_epoch(dataloader, fit_loop.epoch_progress.current.processed)
-    iter(fetcher)
+    restart_training_fetcher(trainer, epochs_processed(trainer))
 
 
 class StepSeeds(L.Callback):

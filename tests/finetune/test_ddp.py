@@ -155,7 +155,7 @@ def test_only_multirun_ddp_jobs_move_into_their_own_process(tmp_path: Path) -> N
 
         cfg = configure("trainer=ddp_cpu", "strategy=gradual", "hydra.mode=MULTIRUN")
         command = job.child_command(HydraConfig.get())
-        assert command[1:3] == ["-m", "thawkit.run.job"]
+        assert command[1:3] == ["-m", "thawkit.run.entry"]
         assert command[3] == f"--config-path={thawkit.CONF_DIR}"
         assert command[4] == "--config-name=train"
         assert command[5:7] == ["trainer=ddp_cpu", "strategy=gradual"]  # the job's own overrides
@@ -163,6 +163,7 @@ def test_only_multirun_ddp_jobs_move_into_their_own_process(tmp_path: Path) -> N
             f'hydra.run.dir="{tmp_path / "job"}"',
             "hydra.output_subdir=null",
             "hydra.mode=RUN",
+            "hydra.job.name=train",
         ]
         assert cfg.trainer.devices == 2
     finally:

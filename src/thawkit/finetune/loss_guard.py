@@ -8,6 +8,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from thawkit.compat import last_saved_step
+
 
 class NonFiniteLossError(FloatingPointError):
     """The loss (or a weight) became NaN or infinite: the run stops before saving that model."""
@@ -25,7 +27,7 @@ def describe_checkpoints(trainer: L.Trainer) -> str:
             if cb.monitor and path == cb.best_model_path and cb.best_model_score is not None:
                 seen.append(f"{path} (best {cb.monitor}={float(cb.best_model_score):.4g})")
             else:
-                seen.append(f"{path} (saved at step {cb._last_global_step_saved})")
+                seen.append(f"{path} (saved at step {last_saved_step(cb)})")
     return ", ".join(seen) if seen else "none yet (no epoch finished)"
 
 

@@ -133,7 +133,8 @@ class RunSummary(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: FineTuneModule) -> None:
         if trainer.is_global_zero and self.history:
-            log.info("Fit diagnosis: %s", assess(self.history))
+            # Debug: a run's console shows it in its result block (thawkit.run.console).
+            log.debug("Fit diagnosis: %s", assess(self.history))
         self.write(trainer, pl_module)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: FineTuneModule) -> None:

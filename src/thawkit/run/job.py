@@ -10,12 +10,11 @@ DDP inside a multirun: Lightning's DDP launcher starts ranks 1..N-1 by re-runnin
 line (`sys.argv`). Inside a multirun job that command is the whole sweep (`-m ...`), and inside a
 joblib or submitit worker it is not even `train.py`. So a multirun job whose trainer would launch
 processes that way runs its training as a *single run* in a child process
-(`python -m thawkit.run.job ... hydra.run.dir=<the job's dir>`), for which Lightning's Hydra-aware
-re-launch is correct, and waits for it. On SLURM (the launcher starts one task per device)
-nothing is re-launched and the job trains in place.
+(`python -m thawkit.run.entry ... hydra.run.dir=<the job's dir>`), for which Lightning's
+Hydra-aware re-launch is correct, and waits for it. On SLURM (the launcher starts one task per
+device) nothing is re-launched and the job trains in place.
 
-This module is also that child's entry point: `python -m thawkit.run.job --config-path CONF
---config-name train OVERRIDES...`.
+`thawkit.run.entry` puts this module and `thawkit.run.train` together; neither imports the other.
 """
 
 from __future__ import annotations
@@ -27,13 +26,13 @@ import time
 import traceback
 from collections.abc import Callable
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from thawkit.compat import relaunches_script
 from thawkit.reporting.result import RESULT_FILE, read_result, write_result
 
 log = logging.getLogger(__name__)
@@ -62,8 +61,8 @@ def job_dirname(overrides: str, limit: int = DIRNAME_LIMIT) -> str:
 
 
 # Used by hydra.sweep.subdir (src/thawkit/conf/hydra/default.yaml). Registered on import: every
-# process that
-# names a job dir (the sweep's, a joblib or submitit worker) imports thawkit.run.train first.
+# process that names a job dir (the sweep's, a joblib or submitit worker) imports the training
+# entry, thawkit.run.entry, first.
 OmegaConf.register_new_resolver("thawkit_job_dirname", job_dirname, replace=True)
 
 
@@ -82,12 +81,10 @@ def needs_own_process(cfg: DictConfig) -> bool:
     """A multirun job whose trainer would start DDP ranks by re-running the command line."""
     if not is_multirun():
         return False
-    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
-
     trainer = instantiate(cfg.trainer, callbacks=[], logger=False, enable_progress_bar=False)
     launcher = trainer.strategy.launcher
     return (
-        isinstance(launcher, _SubprocessScriptLauncher)
+        relaunches_script(launcher)
         and launcher.num_processes > 1
         and not launcher.cluster_environment.creates_processes_externally
     )
@@ -102,7 +99,7 @@ def child_command(hydra_cfg: DictConfig) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "thawkit.run.job",
+        "thawkit.run.entry",
         f"--config-path={sources[0].path}",
         f"--config-name={hydra_cfg.job.config_name}",
         *hydra_cfg.overrides.task,
@@ -110,6 +107,7 @@ def child_command(hydra_cfg: DictConfig) -> list[str]:
         f'hydra.run.dir="{output_dir}"',
         "hydra.output_subdir=null",
         "hydra.mode=RUN",
+        "hydra.job.name=train",  # its log: train.log, as for any run
     ]
 
 
@@ -124,7 +122,7 @@ def run_in_own_process(cfg: DictConfig) -> float | None:
     if done.returncode != 0 or result is None or result.get("status") != "completed":
         raise RuntimeError(
             f"The DDP training process exited with code {done.returncode}; its log is in "
-            f"{output_dir}/job.log (and train_ddp_process_*.log)"
+            f"{output_dir}/train.log (and train_ddp_process_*.log)"
         )
     return result.get("value")
 
@@ -171,14 +169,3 @@ def run(cfg: DictConfig, train: Callable[[DictConfig], dict[str, float]]) -> flo
             **outcome,
         )
     return value
-
-
-@hydra.main(version_base="1.3", config_path=None, config_name=None)
-def _single_run(cfg: DictConfig) -> float | None:
-    from thawkit.run.train import main
-
-    return main(cfg)
-
-
-if __name__ == "__main__":
-    _single_run()

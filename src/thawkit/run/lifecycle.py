@@ -33,6 +33,7 @@ import torch
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from thawkit.compat import epoch_running_means, metric_update_count, restore_metric
 from thawkit.finetune.loss_guard import NonFiniteLossError, describe_checkpoints
 from thawkit.reporting.status import RunInterrupted
 
@@ -141,10 +142,7 @@ class RunGuard(L.Callback):
                     state = saved["train_metrics"].get(name)
                     if state is None:
                         continue
-                    for attr, value in state["states"].items():
-                        setattr(metric, attr, value.to(pl_module.device))
-                    metric._update_count = state["update_count"]
-                    metric._computed = None
+                    restore_metric(metric, state["states"], state["update_count"], pl_module.device)
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -181,10 +179,10 @@ class RunGuard(L.Callback):
             return
         # The epoch's logged means (train/loss) exist again after the first resumed step: add
         # the sums of the batches trained before the interruption.
-        results = trainer.fit_loop.epoch_loop._results
+        results = epoch_running_means(trainer)
         for key, state in saved["logged"].items():
             entry = results.get(key)
-            if entry is None or not getattr(entry, "is_tensor", False):
+            if entry is None:
                 continue
             for attr, value in state.items():
                 setattr(entry, attr, getattr(entry, attr) + value.to(getattr(entry, attr).device))
@@ -225,13 +223,9 @@ class RunGuard(L.Callback):
             for name, metric in metrics.items(keep_base=True, copy_state=False):
                 train_metrics[name] = {
                     "states": _tensor_states(metric),
-                    "update_count": int(metric._update_count),
+                    "update_count": metric_update_count(metric),
                 }
-        logged = {}
-        for key, entry in trainer.fit_loop.epoch_loop._results.items():
-            meta = getattr(entry, "meta", None)
-            if getattr(entry, "is_tensor", False) and meta.on_epoch and meta.is_mean_reduction:
-                logged[key] = _tensor_states(entry)
+        logged = {key: _tensor_states(e) for key, e in epoch_running_means(trainer).items()}
         checkpoint[MID_EPOCH_KEY] = {"train_metrics": train_metrics, "logged": logged}
 
     def on_load_checkpoint(

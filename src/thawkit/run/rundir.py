@@ -65,9 +65,8 @@ def hydra_subdir(resume: object, ckpt_path: object, stamp: str) -> str:
     return ".hydra"
 
 
-# Used by src/thawkit/conf/hydra/default.yaml. Registered on import: train.py imports
-# thawkit.run.train (which
-# imports this module) before Hydra composes the config.
+# Used by src/thawkit/conf/hydra/default.yaml. Registered on import: the training entry
+# (thawkit.run.entry, which imports this module) is imported before Hydra composes the config.
 OmegaConf.register_new_resolver("thawkit_run_dir", run_dir, replace=True)
 OmegaConf.register_new_resolver("thawkit_hydra_subdir", hydra_subdir, replace=True)
 

@@ -1,6 +1,7 @@
-"""The training entry: one config group, one object; compose them and fit.
+"""Training: one config group, one object; compose them and fit.
 
-`train.py` at the project root is the Hydra entry point and calls `main`. The run's lifecycle:
+`thawkit.run.entry` is the Hydra entry (`python train.py`, `thawkit train`) and calls `train`
+through `thawkit.run.job`. The run's lifecycle:
 validate the config (`thawkit.config.checks`) before any data is read; resolve a resume and guard
 the run dir (`thawkit.run.rundir`); fit with the guarantees of `thawkit.run.lifecycle` (graceful
 Ctrl-C/SIGTERM, divergence stop, atomic checkpoints) and `thawkit.seeding` (exact resume).
@@ -25,9 +26,8 @@ from thawkit.finetune.ddp import check_strategy
 from thawkit.finetune.module import FineTuneModule
 from thawkit.models.backbone import resolve_preprocessing
 from thawkit.reporting.summary import RunSummary
-from thawkit.run import job
 from thawkit.run.lifecycle import AtomicCheckpointIO, RunGuard
-from thawkit.run.rundir import check_checkpoint_fits, prepare_run_dir, resumed_config
+from thawkit.run.rundir import check_checkpoint_fits, prepare_run_dir
 from thawkit.seeding import StepSeeds, resolve_seed
 from thawkit.transfer.domain import DomainAdaptation
 from thawkit.transfer.ema import EMA
@@ -165,21 +165,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if ckpt_cb is not None and ckpt_cb.best_model_score is not None:
         metrics[f"{ckpt_cb.monitor}_best"] = float(ckpt_cb.best_model_score)
     if datamodule.has_test() and not trainer.fast_dev_run:
-        ckpt = (
-            "best"
-            if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
-            else None
-        )
+        # The kept checkpoint by path: "best" would make Lightning warn that there are two
+        # ModelCheckpoint callbacks (best and last), then pick this same first one.
+        ckpt = (ckpt_cb.best_model_path or None) if ckpt_cb is not None else None
         for results in trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False):
             metrics.update(results)
     return metrics
-
-
-def main(cfg: DictConfig) -> float | None:
-    """Run one training job; return the optimised metric (its best value) for Hydra sweepers.
-
-    `thawkit.run.job.run` records how the job ended (`result.json`), keeps a multirun going past a
-    failed job, and moves a multirun job that uses DDP into its own process.
-    """
-    cfg = resumed_config(cfg)  # python train.py resume=DIR: the run's own config
-    return job.run(cfg, train)

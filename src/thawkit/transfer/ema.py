@@ -32,6 +32,8 @@ import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 
+from thawkit.compat import averaged_model, averaging_device, drop_averaged_model
+
 log = logging.getLogger(__name__)
 
 
@@ -72,21 +74,23 @@ class EMA(WeightAveraging):
     @property
     def average_model(self) -> torch.nn.Module | None:
         """The averaged copy of the module during fit (None outside fit)."""
-        return None if self._average_model is None else self._average_model.module
+        average = averaged_model(self)
+        return None if average is None else average.module
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._average_model is not None and self._device is None:
-            self._average_model.to(pl_module.device)
+        average = averaged_model(self)
+        if average is not None and averaging_device(self) is None:
+            average.to(pl_module.device)
 
     def on_load_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         # Only a resumed fit restores the raw weights and the average; test/predict keep the
         # checkpoint's state_dict, which is the average.
-        if self._average_model is not None and trainer.state.fn == TrainerFn.FITTING:
+        if averaged_model(self) is not None and trainer.state.fn == TrainerFn.FITTING:
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
             # The module holds the average now (on_train_end); free the copy.
-            self._average_model = None
+            drop_averaged_model(self)
