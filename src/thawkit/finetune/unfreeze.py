@@ -145,11 +145,12 @@ class UnfreezeSchedule(L.Callback):
             {"epoch": trainer.current_epoch, "step": trainer.global_step, "groups": newly}
         )
         log.info(
-            "Epoch %d: unfroze %s (%d of %d backbone groups train)",
+            "Epoch %d: unfroze %s (%d of %d backbone groups train, %s trainable parameters)",
             trainer.current_epoch,
             ", ".join(newly),
             pl_module.num_trainable_groups,
             total,
+            f"{pl_module.count_params(trainable=True):,}",
         )
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: FineTuneModule) -> None:

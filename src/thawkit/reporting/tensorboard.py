@@ -207,7 +207,7 @@ class RunViews(L.Callback):
                 f"{pl_module.num_trainable_groups} of {total} backbone groups train, "
                 f"{pl_module.count_params(trainable=True):,} trainable parameters"
             )
-            log.info("%s", text)
+            log.debug("%s", text)  # the schedule itself logs the event (finetune/unfreeze.py)
             if tb is not None:
                 tb.experiment.add_text("events/unfreeze", text, event["step"])
                 tb.experiment.add_scalar(
