@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import thawkit
 from conftest import CONF_DIR
+from thawkit.config.schema import ModelSchema
 
 CONF = thawkit.CONF_DIR
 STRATEGIES = [
@@ -62,7 +63,7 @@ def check_strategy_defaults(cfg: DictConfig, strategy: str) -> None:
     if strategy == "scratch":
         assert cfg.model.weights == "none" and cfg.model.lr_decay == 1.0
     elif cfg.model.backbone == "tf_efficientnet_lite0":
-        default = OmegaConf.load(CONF / "model" / "default.yaml").lr_decay
+        default = ModelSchema.lr_decay
         assert cfg.model.weights == "bundled" and cfg.model.lr_decay == default
 
 

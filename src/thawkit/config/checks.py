@@ -1,18 +1,19 @@
 """Config validation before any data is read: names, ranges and unknown keys, all at once.
 
 `validate(cfg)` raises one `ConfigError` that lists every problem, each naming its key, the
-value given and what is allowed. Hydra itself already rejects an unknown config group option
-(`strategy=gradul`, with the list of options) and an unknown key on the command line
-(`model.lrr=1`, "Key 'lrr' is not in struct"); this catches what gets past it: keys added
-with `+` or by an experiment file, names inside a group (`scheduler.name`, `data.mix.mode`)
-and values out of range.
-"""
+value given and what is allowed. The ranges and choices are the rules declared beside each
+field of thawkit.config.schema; here they are applied, with what spans several fields or
+needs the backbone (the split fractions, da's target folder, a backbone's name and its number
+of layer groups). Hydra itself rejects an unknown config group option (`strategy=gradul`, with
+the list of options) and, the schema being in struct mode, an unknown key on the command line
+(`model.lrr=1`; thawkit.config.overrides turns that into "did you mean"); this also catches
+keys added with `+` or by an experiment file."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -20,22 +21,20 @@ import timm
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from thawkit.data.imbalance import IMBALANCE_MODES, LOSS_WEIGHTINGS, SAMPLER_WEIGHTINGS
-from thawkit.data.mixing import MIX_MODES, BatchMixer
-from thawkit.data.transforms import AUGMENT_PRESETS, AUTO_AUGMENTS, train_transform
-from thawkit.finetune.lr_schedule import SCHEDULES
+from thawkit.config.schema import (
+    BY_TARGET,
+    CALLBACK_RULES,
+    ImbalanceSchema,
+    TrainSchema,
+    problems,
+)
+from thawkit.data.mixing import BatchMixer
+from thawkit.data.transforms import train_transform
 from thawkit.models.backbone import TORCHVISION_BACKBONES, layer_group_names
-from thawkit.models.batchnorm import BN_POLICIES
-from thawkit.models.head import HEAD_KINDS, Head
-from thawkit.transfer.domain import DA_METHODS, MMD_ESTIMATORS
+from thawkit.models.head import Head
 
-# Top-level keys of src/thawkit/conf/train.yaml (group folders with their own package, and plain
-# keys).
-TOP_LEVEL = {
-    "data", "model", "strategy", "optimizer", "scheduler", "callbacks", "logger", "trainer",
-    "paths", "seed", "ckpt_path", "resume", "optimized_metric", "hydra",
-    "regularizer", "ema", "ema_decay", "da",
-}  # fmt: skip
+# Top-level keys of a training config: the fields of its schema, and Hydra's own node.
+TOP_LEVEL = {f.name for f in dataclasses.fields(TrainSchema)} | {"hydra"}
 # Keys Hydra's instantiate reads itself.
 _HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 # Keys `thawkit.run.train.build` takes out of a node before instantiating it.
@@ -52,7 +51,7 @@ _KWARG_NODES: dict[str, tuple[Callable[..., Any], set[str]]] = {
     "data.mix": (BatchMixer, {"num_classes"}),
     "model.head": (Head, {"in_features", "num_classes"}),
 }
-_IMBALANCE_KEYS = {"mode", "sampler_weighting", "loss_weighting", "beta"}
+_IMBALANCE_KEYS = {f.name for f in dataclasses.fields(ImbalanceSchema)}
 
 
 class ConfigError(ValueError):
@@ -117,69 +116,14 @@ def _check_keys(node: Any, path: str, errors: list[str]) -> None:
             _check_keys(value, f"{path}{i}.", errors)
 
 
-def _choice(cfg: DictConfig, key: str, choices: tuple[str, ...], errors: list[str]) -> None:
-    value = OmegaConf.select(cfg, key, default=None)
-    if value is not None and value not in choices:
-        close = difflib.get_close_matches(str(value), choices, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        errors.append(f"{key}={value!r} is not one of {list(choices)}{hint}")
-
-
-# key -> (test, allowed range as shown to the user). None values are skipped.
-_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "model.lr": (lambda v: v > 0, "> 0"),
-    "model.lr_decay": (lambda v: 0 < v <= 1, "(0, 1]"),
-    "model.weight_decay": (lambda v: v >= 0, ">= 0"),
-    "model.label_smoothing": (lambda v: 0 <= v < 1, "[0, 1)"),
-    "model.head.dropout": (lambda v: 0 <= v < 1, "[0, 1)"),
-    "data.batch_size": (lambda v: v >= 1, ">= 1"),
-    "data.num_workers": (lambda v: v >= 0, ">= 0 (or null for automatic)"),
-    "data.image_size": (lambda v: v >= 1, ">= 1 (or null for the backbone's own)"),
-    "data.val_fraction": (lambda v: 0 <= v < 1, "[0, 1)"),
-    "data.test_fraction": (lambda v: 0 <= v < 1, "[0, 1)"),
-    "data.mix.mixup_alpha": (lambda v: v > 0, "> 0"),
-    "data.mix.cutmix_alpha": (lambda v: v > 0, "> 0"),
-    "data.mix.prob": (lambda v: 0 <= v <= 1, "[0, 1]"),
-    "data.mix.switch_prob": (lambda v: 0 <= v <= 1, "[0, 1]"),
-    "data.mix.off_last_epochs": (lambda v: v >= 0, ">= 0"),
-    "data.imbalance.beta": (lambda v: 0 < v < 1, "(0, 1)"),
-    "strategy.every_n_epochs": (lambda v: v >= 1, ">= 1 (or null: no epoch schedule)"),
-    "strategy.groups_per_step": (lambda v: v >= 1 or v == -1, ">= 1, or -1 for all"),
-    "strategy.max_events": (lambda v: v >= 1, ">= 1 (or null: no limit)"),
-    "strategy.patience": (lambda v: v >= 0, ">= 0"),
-    "strategy.lr_scale_after_unfreeze": (lambda v: v > 0, "> 0"),
-    "scheduler.warmup_epochs": (lambda v: v >= 0, ">= 0"),
-    "scheduler.rewarm_epochs": (lambda v: v >= 0, ">= 0"),
-    "scheduler.min_lr_ratio": (lambda v: 0 <= v <= 1, "[0, 1]"),
-    "scheduler.gamma": (lambda v: 0 < v <= 1, "(0, 1]"),
-    "scheduler.step_epochs": (lambda v: v > 0, "> 0"),
-    "scheduler.restart_epochs": (lambda v: v > 0, "> 0"),
-    "scheduler.plateau_patience": (lambda v: v >= 0, ">= 0"),
-    "scheduler.plateau_factor": (lambda v: 0 < v < 1, "(0, 1)"),
-    "scheduler.pct_start": (lambda v: 0 < v < 1, "(0, 1)"),
-    "trainer.max_epochs": (lambda v: v >= 1 or v == -1, ">= 1 (or -1: no limit)"),
-    "callbacks.early_stopping.patience": (lambda v: v >= 0, ">= 0"),
-    "strategy.plateau_max_epochs": (lambda v: v >= 1, ">= 1 (or null: wait for the plateau)"),
-    "regularizer.strength": (lambda v: v >= 0, ">= 0"),
-    "regularizer.fisher_batches": (lambda v: v >= 1, ">= 1"),
-    "ema_decay": (lambda v: 0 < v < 1, "(0, 1), e.g. 0.999"),
-    "da.weight": (lambda v: v >= 0, ">= 0"),
-    "da.gamma": (lambda v: v > 0, "> 0"),
-    "da.kernel_mul": (lambda v: v > 0, "> 0"),
-    "da.kernel_num": (lambda v: v >= 1, ">= 1"),
-}
-
-
 def _check_ranges(cfg: DictConfig, errors: list[str]) -> None:
-    for key, (ok, allowed) in _RANGES.items():
+    """The rules the schema declares beside each field, then what spans several fields."""
+    errors += problems(cfg, TrainSchema, BY_TARGET)
+    for key, rule in CALLBACK_RULES.items():
         value = OmegaConf.select(cfg, key, default=None)
-        if value is None:
-            continue
-        valid = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if valid and isinstance(value, float):
-            valid = math.isfinite(value)
-        if not valid or not ok(value):
-            errors.append(f"{key}={value!r} is out of range: allowed {allowed}")
+        message = rule.problem(key, value) if value is not None else None
+        if message:
+            errors.append(message)
     fractions = [
         OmegaConf.select(cfg, f"data.{k}_fraction", default=0) or 0 for k in ("val", "test")
     ]
@@ -209,10 +153,8 @@ def _check_group_counts(cfg: DictConfig, errors: list[str]) -> None:
         for k in ("initial_groups", "max_groups")
     }
     ints = {k: v for k, v in keys.items() if v is not None}
-    for key, value in ints.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < -1:
-            errors.append(f"strategy.{key}={value!r} is out of range: allowed >= 0, or -1 for all")
-            return
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= -1 for v in ints.values()):
+        return  # out of range: the schema's rule names it
     if not any(v > 0 for v in ints.values()):
         return
     groups = layer_group_names(cfg.model.backbone)
@@ -230,17 +172,6 @@ def validate(cfg: DictConfig) -> None:
     errors: list[str] = []
     errors += _unknown("", [str(k) for k in cfg], TOP_LEVEL)
     _check_keys(cfg, "", errors)
-    _choice(cfg, "scheduler.name", SCHEDULES, errors)
-    _choice(cfg, "data.augment.name", AUGMENT_PRESETS, errors)
-    _choice(cfg, "data.augment.auto_augment", AUTO_AUGMENTS, errors)
-    _choice(cfg, "data.mix.mode", MIX_MODES, errors)
-    _choice(cfg, "data.imbalance.mode", IMBALANCE_MODES, errors)
-    _choice(cfg, "data.imbalance.sampler_weighting", SAMPLER_WEIGHTINGS, errors)
-    _choice(cfg, "data.imbalance.loss_weighting", LOSS_WEIGHTINGS, errors)
-    _choice(cfg, "model.bn_policy", BN_POLICIES, errors)
-    _choice(cfg, "model.head.kind", HEAD_KINDS, errors)
-    _choice(cfg, "da.method", DA_METHODS, errors)
-    _choice(cfg, "da.estimator", MMD_ESTIMATORS, errors)
     method = OmegaConf.select(cfg, "da.method", default=None)
     if method not in (None, "none") and not OmegaConf.select(cfg, "da.target_root", default=None):
         errors.append(

@@ -30,7 +30,6 @@ from thawkit.run.lifecycle import AtomicCheckpointIO, RunGuard
 from thawkit.run.rundir import check_checkpoint_fits, prepare_run_dir
 from thawkit.seeding import StepSeeds, resolve_seed
 from thawkit.transfer.domain import DomainAdaptation
-from thawkit.transfer.ema import EMA
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +80,7 @@ def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Tra
     )
     if auto_choice is not None:
         summary.extra["auto"] = auto_choice
+    # callbacks.ema among them (ema=on): validation, checkpoints and the result use its weights.
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     callbacks += [
         instantiate(cfg.strategy),
@@ -90,8 +90,6 @@ def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Tra
     ]
     if cfg.get("regularizer"):  # L2-SP / EWC (thawkit.transfer.regularize)
         callbacks.append(instantiate(cfg.regularizer))
-    if cfg.get("ema"):  # validation, checkpoints and the result use the EMA weights
-        callbacks.append(EMA(decay=cfg.get("ema_decay", 0.999)))
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     plugins = list(instantiate(cfg.trainer.get("plugins")) or [])
     if not any(isinstance(p, CheckpointIO) for p in plugins):

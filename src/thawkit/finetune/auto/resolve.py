@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from thawkit import CONF_DIR
 from thawkit.atomic import write_json_atomic
+from thawkit.config.schema import load_option
 from thawkit.finetune.auto.policy import AUTO, AutoStrategy, Decision
 from thawkit.finetune.auto.probe import measure
 from thawkit.models.backbone import layer_group_names
@@ -85,11 +86,10 @@ def _strategy_files(name: str) -> Iterator[Traversable]:
 
 
 def strategy_config(name: str) -> DictConfig:
-    """`strategy/<name>.yaml` as loaded (its `_global_` keys: strategy, maybe model), from the
-    first config folder that has it (see `config_roots`)."""
+    """`strategy/<name>.yaml` on its schema (its `_global_` keys: strategy, maybe model), from
+    the first config folder that has it (see `config_roots`)."""
     for path in _strategy_files(name):
-        with path.open("r", encoding="utf-8") as f:
-            return OmegaConf.load(f)
+        return load_option(path, "strategy")
     searched = ", ".join(str(root) for root in config_roots())
     raise FileNotFoundError(
         f"strategy=auto picked {name} but no config folder has strategy/{name}.yaml "

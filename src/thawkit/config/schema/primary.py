@@ -1,0 +1,102 @@
+"""Schemas of the primary configs: train (the groups a run is composed of and its own keys),
+predict, evaluate and export (those three check their values where they use them)."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+from thawkit.config.schema.data import DataSchema
+from thawkit.config.schema.model import ModelSchema
+from thawkit.config.schema.training import (
+    CallbacksSchema,
+    DASchema,
+    SchedulerSchema,
+    TrainerSchema,
+)
+
+@dataclass
+class TrainSchema:
+    """`train.yaml`: one node per config group, and the run's own keys."""
+
+    data: DataSchema = field(default_factory=DataSchema)
+    model: ModelSchema = field(default_factory=ModelSchema)
+    # UnfreezeSchema or AutoSchema: each strategy file names its own (thawkit.config.schema).
+    strategy: Any = None
+    # L2SPSchema or EWCSchema; null = no pull towards the pretrained weights.
+    regularizer: Any = None
+    da: DASchema = field(default_factory=DASchema)
+    # torch.optim classes (their own keywords), built partial.
+    optimizer: Any = None
+    scheduler: SchedulerSchema = field(default_factory=SchedulerSchema)
+    callbacks: CallbacksSchema = field(default_factory=CallbacksSchema)
+    logger: Any = None
+    trainer: TrainerSchema = field(default_factory=TrainerSchema)
+    paths: Any = None
+    seed: int | None = 0
+    # Continue an interrupted run in its own dir, with its own config: resume=outputs/<run>
+    # (extra value overrides apply on top, e.g. trainer.max_epochs=20).
+    resume: str | None = None
+    # Resume from a checkpoint with the config given here: `last` (the run dir's last.ckpt) or
+    # a path (outputs/<run>/checkpoints/last.ckpt; the run continues in that run dir).
+    ckpt_path: str | None = None
+    # What train.py returns to sweepers (Optuna); the checkpoint callback keeps its best.
+    optimized_metric: str = "val/acc"
+
+
+@dataclass
+class PredictSchema:
+    """`predict.yaml`: python predict.py ckpt=PATH input=IMAGE_OR_FOLDER."""
+
+    ckpt: str = MISSING
+    input: str = MISSING
+    top_k: int = 3
+    # The CSV; null = <run dir>/predictions/<input name>.csv
+    output: str | None = None
+    batch_size: int = 32
+    num_workers: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    # Predictions printed (all go to the CSV); -1 = all.
+    show: int = 100
+    progress: bool = True
+
+
+@dataclass
+class EvaluateDataSchema:
+    """`data` of evaluate.yaml."""
+
+    # null = the image folder the checkpoint was trained on (recorded in it).
+    root: str | None = None
+    batch_size: int = 32
+    num_workers: int = 0
+
+
+@dataclass
+class EvaluateSchema:
+    """`evaluate.yaml`: python evaluate.py ckpt=PATH [data.root=FOLDER] [split=test]."""
+
+    ckpt: str = MISSING
+    data: EvaluateDataSchema = field(default_factory=EvaluateDataSchema)
+    # auto = test split if there is one, else val (all images of a new flat folder).
+    split: str = "auto"  # | train | val | test | all
+    # null = <run dir>/eval/<folder>-<split>
+    output_dir: str | None = None
+    # Images in the top-losses grid (0 = none).
+    top_losses: int = 16
+    device: str = "auto"  # auto | cpu | cuda
+    progress: bool = True
+
+
+@dataclass
+class ExportSchema:
+    """`export.yaml`: python export.py ckpt=PATH format=onnx|torchscript [output=FILE]."""
+
+    ckpt: str = MISSING
+    format: str = "onnx"  # onnx | torchscript
+    # null = <run dir>/export/<ckpt name>.onnx (or .torchscript.pt)
+    output: str | None = None
+    # ONNX opset; null = the exporter's default.
+    opset: int | None = None
+    # Largest allowed difference of the exported model's logits from PyTorch's.
+    atol: float = 1.0e-4
+    rtol: float = 1.0e-4

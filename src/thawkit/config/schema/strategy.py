@@ -1,0 +1,61 @@
+"""Schemas of the `strategy` group: UnfreezeSchedule (every strategy but auto) and AutoStrategy.
+
+A strategy file (`# @package _global_`) names its schema in its defaults list
+(`base_unfreeze` or `base_auto`) and states only what differs.
+"""
+
+from dataclasses import dataclass, field
+
+from thawkit.config.schema.rules import Rule, above, at_least, count_or_all, spec, within
+
+UNFREEZE_TARGET = "thawkit.finetune.unfreeze.UnfreezeSchedule"
+AUTO_TARGET = "thawkit.finetune.auto.AutoStrategy"
+_GROUPS = Rule(lambda v: isinstance(v, int) and v >= -1, ">= 0, or -1 for all")
+
+
+@dataclass
+class UnfreezeSchema:
+    """`strategy`: thawkit.finetune.unfreeze.UnfreezeSchedule (its docstring says each key)."""
+
+    _target_: str = UNFREEZE_TARGET
+    name: str = "custom"
+    initial_groups: int = spec(0, _GROUPS)
+    every_n_epochs: int | None = spec(None, at_least(1, " (or null: no epoch schedule)"))
+    groups_per_step: int = spec(1, count_or_all())
+    # Never train more than this many backbone groups (null = no cap).
+    max_groups: int | None = spec(None, _GROUPS)
+    max_events: int | None = spec(None, at_least(1, " (or null: no limit)"))
+    on_plateau: bool = False
+    # The validation metric a plateau watches (lower is better).
+    monitor: str = "val/loss"
+    patience: int = spec(1, at_least(0))
+    lr_scale_after_unfreeze: float = spec(1.0, above(0))
+    plateau_max_epochs: int | None = spec(
+        None, at_least(1, " (or null: wait for the plateau)")
+    )
+
+
+@dataclass
+class AutoSchema:
+    """`strategy=auto`: thawkit.finetune.auto.AutoStrategy (the table: docs/readme/auto.md).
+
+    Its keys depend on each other (very_far <= far <= near): AutoStrategy checks them.
+    """
+
+    _target_: str = AUTO_TARGET
+    name: str = "auto"
+    # Images per class (median over classes): small below, large above; huge allows scratch.
+    small_per_class: int = 100
+    large_per_class: int = 1000
+    huge_per_class: int = 10000
+    # Domain score (pretrained vs random features in a linear probe, 0..1): near at or above,
+    # far below; very_far (with huge data) allows scratch.
+    near: float = 0.75
+    far: float = 0.4
+    very_far: float = 0.1
+    # At most this many training images go through the probe; 0 = no probe.
+    max_images: int = 512
+    # Also probe a randomly initialised copy (the baseline); false = half the probe's cost.
+    baseline: bool = True
+    # Keys auto must leave as configured although not on the command line (experiment files).
+    keep: list[str] = field(default_factory=list)
