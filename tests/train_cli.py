@@ -19,7 +19,7 @@ TINY = [
     "trainer.accelerator=cpu",
     "trainer.max_epochs=2",
     "trainer.log_every_n_steps=1",
-    "+trainer.enable_progress_bar=false",
+    "trainer.enable_progress_bar=false",
     "callbacks.progress_bar=null",
 ]
 

@@ -46,7 +46,7 @@ CASES = {
         ["strategy.initial_groups=99", "allowed 0..6", "stage_5"],
     ),
     "max groups above groups": (
-        ["strategy=gradual", "+strategy.max_groups=8"],
+        ["strategy=gradual", "strategy.max_groups=8"],
         ["strategy.max_groups=8", "allowed 0..6"],
     ),
     "negative mixup alpha": (

@@ -1,4 +1,4 @@
-"""ema=true (transfer/ema.py): the averaged weights are validated, saved, tested and resumed."""
+"""ema=on (transfer/ema.py): the averaged weights are validated, saved, tested and resumed."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def expected_ema(raw: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def test_ema_weights_are_validated_saved_and_tested(make_cfg) -> None:
-    cfg = make_cfg("strategy=full", "ema=true", f"ema_decay={DECAY}")
+    cfg = make_cfg("strategy=full", "ema=on", f"callbacks.ema.decay={DECAY}")
     rec, model, trainer, datamodule = fit(cfg)
     steps_per_epoch = len(rec.raw) // 2
     ema = expected_ema(rec.raw)
@@ -103,11 +103,11 @@ def test_ema_weights_are_validated_saved_and_tested(make_cfg) -> None:
 
 
 def test_resume_restores_raw_weights_and_the_average(make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg("strategy=full", "ema=true", f"ema_decay={DECAY}", "trainer.max_epochs=1")
+    cfg = make_cfg("strategy=full", "ema=on", f"callbacks.ema.decay={DECAY}", "trainer.max_epochs=1")
     rec1, *_ = fit(cfg)
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     saved = torch.load(last, weights_only=True)
-    again = make_cfg("strategy=full", "ema=true", f"ema_decay={DECAY}", "trainer.max_epochs=2")
+    again = make_cfg("strategy=full", "ema=on", f"callbacks.ema.decay={DECAY}", "trainer.max_epochs=2")
     rec2, model, trainer, _ = fit(again, ckpt_path=str(last))
     # Training continues from the raw weights, and the average continues from the saved one.
     assert torch.equal(rec2.at_train_start, head_key(saved["current_model_state"]))
@@ -117,7 +117,7 @@ def test_resume_restores_raw_weights_and_the_average(make_cfg, tmp_path: Path) -
 
 
 def test_frozen_backbone_ema_is_the_backbone_and_the_feature_cache_holds(make_cfg) -> None:
-    cfg = make_cfg("strategy=feature_extraction", "ema=true", "trainer.max_epochs=3")
+    cfg = make_cfg("strategy=feature_extraction", "ema=on", "trainer.max_epochs=3")
     with open_dict(cfg):
         cfg.logger = None
         cfg.callbacks.early_stopping = None
@@ -146,11 +146,11 @@ def test_ema_update_formula_with_warmup() -> None:
 
 
 def test_ema_option_and_validation(tmp_path: Path) -> None:
-    assert tiny_cfg(tmp_path).ema is False
-    _, _, trainer = build(tiny_cfg(tmp_path, ["ema=true", "ema_decay=0.99"]))
+    assert tiny_cfg(tmp_path).callbacks.ema is None
+    _, _, trainer = build(tiny_cfg(tmp_path, ["ema=on", "callbacks.ema.decay=0.99"]))
     (ema,) = [c for c in trainer.callbacks if isinstance(c, EMA)]
     assert ema.decay == 0.99
-    with pytest.raises(ConfigError, match=r"ema_decay=1\.5 is out of range"):
-        validate(tiny_cfg(tmp_path, ["ema_decay=1.5"]))
+    with pytest.raises(ConfigError, match=r"callbacks.ema.decay=1\.5 is out of range"):
+        validate(tiny_cfg(tmp_path, ["ema=on", "callbacks.ema.decay=1.5"]))
     with pytest.raises(ValueError, match="ema_decay=0"):
         EMA(decay=0.0)

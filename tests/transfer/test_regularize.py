@@ -152,7 +152,7 @@ def test_lp_ft_with_ewc_and_ema_runs_end_to_end(images: Path, tmp_path: Path) ->
     """The three combine: no penalty while probing, a penalty once the backbone trains."""
     cfg = tiny_cfg(
         tmp_path,
-        ["strategy=lp_ft", "strategy.plateau_max_epochs=1", "regularizer=ewc", "ema=true"],
+        ["strategy=lp_ft", "strategy.plateau_max_epochs=1", "regularizer=ewc", "ema=on"],
         data_root=images,
     )
     with open_dict(cfg):

@@ -2,7 +2,8 @@
 
 A run dir keeps the config it was started with (`.hydra/config.yaml`); `resume=DIR` builds the
 run from it again, so every `_target_` in it must still import. Version 0.1 kept all modules
-side by side in `thawkit/`; `upgrade` rewrites those paths to their homes today.
+side by side in `thawkit/`; `upgrade` rewrites those paths to their homes today, and moves
+the keys whose place changed (the top-level `ema` / `ema_decay` flags -> `callbacks.ema`).
 """
 
 from __future__ import annotations
@@ -51,8 +52,29 @@ def upgrade_target(target: str) -> str:
     return f"{MOVED_MODULES[module]}.{name}" if module in MOVED_MODULES else target
 
 
+# The top-level flags of version 0.1 that became the `callbacks.ema` node (the `ema` group).
+EMA_TARGET = "thawkit.transfer.ema.EMA"
+
+
+def _move_ema(cfg: DictConfig) -> None:
+    """`ema: true, ema_decay: d` -> `callbacks.ema: {_target_: ..EMA, decay: d}` (false: null)."""
+    if "ema" not in cfg and "ema_decay" not in cfg:
+        return
+    with open_dict(cfg):
+        enabled = bool(cfg.pop("ema", False))
+        decay = cfg.pop("ema_decay", 0.999)
+        if "callbacks" not in cfg or cfg.callbacks is None:
+            cfg.callbacks = {}
+    with open_dict(cfg.callbacks):
+        if "ema" not in cfg.callbacks:
+            cfg.callbacks.ema = {"_target_": EMA_TARGET, "decay": decay} if enabled else None
+
+
 def upgrade(cfg: Any) -> Any:
-    """Rewrite, in place, every `_target_` of `cfg` that names a module of the old layout."""
+    """Rewrite, in place, every `_target_` of `cfg` that names a module of the old layout, and
+    move the keys of the old layout to their places today (at the top of a run's config)."""
+    if isinstance(cfg, DictConfig) and isinstance(cfg.get("ema", None), bool):
+        _move_ema(cfg)
     if isinstance(cfg, DictConfig):
         with open_dict(cfg):
             for key in list(cfg.keys()):

@@ -112,6 +112,8 @@ class EMASchema:
     _target_: str = "thawkit.transfer.ema.EMA"
     # Per optimizer step (0.999 ~ the last 1000 steps).
     decay: float = spec(0.999, Rule(lambda v: 0 < v < 1, "(0, 1), e.g. 0.999"))
+    # Warm the decay up over the first updates: min(decay, (1 + n) / (10 + n)).
+    warmup: bool = True
 
 
 @dataclass
