@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.thawkit-installed
 
-.PHONY: setup train test test-all lint format clean
+.PHONY: setup train test test-all lint format docs-config clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Rewrite the option tables of docs/config/ from the composed configs (tests/test_docs.py checks them).
+docs-config: $(STAMP)
+	$(BIN)/python tools/config_docs.py
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -36,7 +36,7 @@ TINY = [
     "data.num_workers=0",
     "trainer.accelerator=cpu",
     "trainer.log_every_n_steps=1",
-    "+trainer.enable_progress_bar=false",
+    "trainer.enable_progress_bar=false",
     "callbacks.progress_bar=null",
     "~logger",
 ]

@@ -103,11 +103,12 @@ def test_ema_weights_are_validated_saved_and_tested(make_cfg) -> None:
 
 
 def test_resume_restores_raw_weights_and_the_average(make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg("strategy=full", "ema=on", f"callbacks.ema.decay={DECAY}", "trainer.max_epochs=1")
+    on = ("strategy=full", "ema=on", f"callbacks.ema.decay={DECAY}")
+    cfg = make_cfg(*on, "trainer.max_epochs=1")
     rec1, *_ = fit(cfg)
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     saved = torch.load(last, weights_only=True)
-    again = make_cfg("strategy=full", "ema=on", f"callbacks.ema.decay={DECAY}", "trainer.max_epochs=2")
+    again = make_cfg(*on, "trainer.max_epochs=2")
     rec2, model, trainer, _ = fit(again, ckpt_path=str(last))
     # Training continues from the raw weights, and the average continues from the saved one.
     assert torch.equal(rec2.at_train_start, head_key(saved["current_model_state"]))

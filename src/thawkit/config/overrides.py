@@ -28,8 +28,7 @@ from thawkit.config import schema  # noqa: F401 - registers the schemas composed
 
 # Top-level flags of version 0.1 that are config groups or nodes now.
 RENAMED = {
-    "ema": "ema=on (ema=none: off) turns on the weight average; its decay is "
-    "callbacks.ema.decay",
+    "ema": "ema=on (ema=none: off) turns on the weight average; its decay is callbacks.ema.decay",
     "ema_decay": "callbacks.ema.decay (with ema=on)",
 }
 
@@ -60,11 +59,9 @@ def unknown_key_message(cfg: DictConfig, key: str) -> str | None:
 def _renamed(parsed: Sequence[Override]) -> list[str]:
     """Messages for the flags of version 0.1 (`ema=true`, `ema_decay=0.99`)."""
     return [
-        f"{o.input_line}: no such key any more; use "
-        f"{RENAMED[o.key_or_group]}."
+        f"{o.input_line}: no such key any more; use {RENAMED[o.key_or_group]}."
         for o in parsed
-        if o.key_or_group in RENAMED
-        and (o.key_or_group != "ema" or not isinstance(o.value(), str))
+        if o.key_or_group in RENAMED and (o.key_or_group != "ema" or not isinstance(o.value(), str))
     ]
 
 
@@ -119,7 +116,9 @@ def check_command_line(
             except Exception:  # noqa: BLE001 - not a missing key: Hydra reports it
                 return
             # Compose without the key overrides, then find which key is missing.
-            others = [str(a) for a, o in zip(args, parsed) if o.key_or_group not in keys]
+            others = [
+                str(a) for a, o in zip(args, parsed, strict=True) if o.key_or_group not in keys
+            ]
             try:
                 cfg = compose(config_name, overrides=others)
             except Exception:  # noqa: BLE001 - let Hydra report the original error

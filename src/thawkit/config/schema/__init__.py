@@ -43,13 +43,15 @@ from thawkit.config.schema.training import (
     SchedulerSchema,
     SpeedSchema,
     TrainerSchema,
+    ViewsSchema,
 )
 
 __all__ = [
     "AugmentSchema", "AutoSchema", "CALLBACK_RULES", "CallbacksSchema", "DASchema", "DataSchema",
     "EMASchema", "EWCSchema", "EvaluateSchema", "ExportSchema", "HeadSchema", "ImbalanceSchema",
     "L2SPSchema", "MixSchema", "ModelSchema", "PredictSchema", "SchedulerSchema", "SpeedSchema",
-    "TrainSchema", "TrainerSchema", "UnfreezeSchema", "BY_TARGET", "load_option", "problems",
+    "TrainSchema", "TrainerSchema", "UnfreezeSchema", "ViewsSchema", "BY_TARGET", "load_option",
+    "problems",
 ]  # fmt: skip
 
 # A node whose `_target_` is one of these follows that schema wherever it sits (a group typed
@@ -58,7 +60,7 @@ BY_TARGET: dict[str, type] = {
     s._target_: s  # type: ignore[attr-defined]
     for s in (
         DataSchema, ModelSchema, UnfreezeSchema, AutoSchema, SchedulerSchema, L2SPSchema,
-        EWCSchema, DASchema, SpeedSchema, EMASchema, TrainerSchema,
+        EWCSchema, DASchema, SpeedSchema, EMASchema, ViewsSchema, TrainerSchema,
     )
 }  # fmt: skip
 

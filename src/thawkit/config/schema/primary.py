@@ -15,6 +15,7 @@ from thawkit.config.schema.training import (
     TrainerSchema,
 )
 
+
 @dataclass
 class TrainSchema:
     """`train.yaml`: one node per config group, and the run's own keys."""

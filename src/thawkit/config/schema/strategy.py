@@ -6,7 +6,7 @@ A strategy file (`# @package _global_`) names its schema in its defaults list
 
 from dataclasses import dataclass, field
 
-from thawkit.config.schema.rules import Rule, above, at_least, count_or_all, spec, within
+from thawkit.config.schema.rules import Rule, above, at_least, count_or_all, spec
 
 UNFREEZE_TARGET = "thawkit.finetune.unfreeze.UnfreezeSchedule"
 AUTO_TARGET = "thawkit.finetune.auto.AutoStrategy"
@@ -30,9 +30,7 @@ class UnfreezeSchema:
     monitor: str = "val/loss"
     patience: int = spec(1, at_least(0))
     lr_scale_after_unfreeze: float = spec(1.0, above(0))
-    plateau_max_epochs: int | None = spec(
-        None, at_least(1, " (or null: wait for the plateau)")
-    )
+    plateau_max_epochs: int | None = spec(None, at_least(1, " (or null: wait for the plateau)"))
 
 
 @dataclass

@@ -117,6 +117,18 @@ class EMASchema:
 
 
 @dataclass
+class ViewsSchema:
+    """`callbacks.views`: thawkit.reporting.tensorboard.RunViews (TensorBoard's figures)."""
+
+    _target_: str = "thawkit.reporting.tensorboard.RunViews"
+    # Training images shown (augmented and mixed) in TensorBoard's data/train_samples.
+    samples: int = spec(16, at_least(0))
+    confusion_every_n_epochs: int = spec(1, at_least(1))
+    per_class_recall: bool = True
+    max_classes_recall: int = spec(50, at_least(1))
+
+
+@dataclass
 class CallbacksSchema:
     """`callbacks`: every callback built from the config (null = off)."""
 
@@ -124,7 +136,7 @@ class CallbacksSchema:
     last_checkpoint: Any = None
     early_stopping: Any = None
     progress_bar: Any = None
-    views: Any = None
+    views: ViewsSchema | None = field(default_factory=ViewsSchema)
     speed: SpeedSchema | None = field(default_factory=SpeedSchema)
     # Off by default; `ema=on` turns it on.
     ema: EMASchema | None = None
