@@ -18,7 +18,7 @@ defaults can be the schema's (`lr: float = ModelSchema.lr`).
 
 from __future__ import annotations
 
-from importlib.resources.abc import Traversable
+from typing import TYPE_CHECKING
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -45,6 +45,9 @@ from thawkit.config.schema.training import (
     TrainerSchema,
     ViewsSchema,
 )
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 __all__ = [
     "AugmentSchema", "AutoSchema", "CALLBACK_RULES", "CallbacksSchema", "DASchema", "DataSchema",
