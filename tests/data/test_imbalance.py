@@ -144,5 +144,5 @@ def test_datamodule_imbalance_modes(tmp_path: Path) -> None:
     assert w == pytest.approx([2 / 3, 4 / 3])
     assert drawn[0] * w[0] == pytest.approx(drawn[1] * w[1])  # balanced loss mass per class
 
-    with pytest.raises(ValueError, match="imbalance='oversample'"):
+    with pytest.raises(ValueError, match="data.imbalance.mode='oversample'"):
         _datamodule(tmp_path, mode="oversample")

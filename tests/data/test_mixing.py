@@ -90,7 +90,7 @@ def test_apply_probability_and_last_epochs_off() -> None:
     mixer = BatchMixer("cutmix", num_classes=4, off_last_epochs=2)
     assert [mixer.active(e, 5) for e in range(5)] == [True, True, True, False, False]
     assert not BatchMixer("none").active(0, 5)
-    with pytest.raises(ValueError, match="mix='blend'"):
+    with pytest.raises(ValueError, match="data.mix.mode='blend'"):
         BatchMixer("blend")
     with pytest.raises(ValueError, match="mixup_alpha"):
         BatchMixer("mixup", mixup_alpha=0.0)

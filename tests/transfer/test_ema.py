@@ -153,5 +153,5 @@ def test_ema_option_and_validation(tmp_path: Path) -> None:
     assert ema.decay == 0.99
     with pytest.raises(ConfigError, match=r"callbacks.ema.decay=1\.5 is out of range"):
         validate(tiny_cfg(tmp_path, ["ema=on", "callbacks.ema.decay=1.5"]))
-    with pytest.raises(ValueError, match="ema_decay=0"):
+    with pytest.raises(ValueError, match=r"callbacks.ema.decay=0.0 is out of range"):
         EMA(decay=0.0)

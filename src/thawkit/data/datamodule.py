@@ -9,6 +9,7 @@ drawn by the reporting side (`thawkit.reporting.tensorboard`, `thawkit.reporting
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -18,13 +19,13 @@ import lightning as L
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader
 
+from thawkit.config.schema import DataSchema, ImbalanceSchema, check_args
 from thawkit.data import folder
 from thawkit.data.counts import counts_table, split_class_counts
 from thawkit.data.datasets import ImageDataset
 from thawkit.data.digits import DEFAULT_ROOT, export_digits
 from thawkit.data.image_cache import ImageCache
 from thawkit.data.imbalance import (
-    IMBALANCE_MODES,
     SeededWeightedSampler,
     class_counts,
     loss_class_weights,
@@ -41,7 +42,6 @@ from thawkit.seeding import MIX, batch_position, derive_seed, resolve_seed, seed
 
 log = logging.getLogger(__name__)
 
-BAD_IMAGE_POLICIES = ("skip", "error")
 # The default digits are 8x8 scans: 64 px keeps a pretrained CNN's receptive fields busy and
 # the default run inside a CPU budget.
 DIGITS_IMAGE_SIZE = 64
@@ -84,14 +84,14 @@ class ImageFolderDataModule(L.LightningDataModule):
         root: str | None = None,
         digits_root: str | None = None,
         preprocessing: Preprocessing | Mapping[str, Any] | str | None = None,
-        image_size: int | None = None,
-        batch_size: int = 32,
-        num_workers: int | None = None,
-        val_fraction: float = 0.15,
-        test_fraction: float = 0.0,
-        seed: int = 0,
-        on_bad_image: str = "skip",
-        check_images: bool = True,
+        image_size: int | None = DataSchema.image_size,
+        batch_size: int = DataSchema.batch_size,
+        num_workers: int | None = DataSchema.num_workers,
+        val_fraction: float = DataSchema.val_fraction,
+        test_fraction: float = DataSchema.test_fraction,
+        seed: int = 0,  # the config's is the run's seed (${seed})
+        on_bad_image: str = DataSchema.on_bad_image,
+        check_images: bool = DataSchema.check_images,
         augment: Mapping[str, Any] | None = None,
         mix: Mapping[str, Any] | None = None,
         imbalance: Mapping[str, Any] | None = None,
@@ -105,23 +105,20 @@ class ImageFolderDataModule(L.LightningDataModule):
                 "interpolation, crop): pass preprocessing=<backbone name> or "
                 "thawkit.models.backbone.resolve_preprocessing(<backbone name>)."
             )
-        if batch_size < 1:
-            raise ValueError(f"data.batch_size={batch_size} must be >= 1")
-        if on_bad_image not in BAD_IMAGE_POLICIES:
-            raise ValueError(
-                f"data.on_bad_image={on_bad_image!r} is not one of {BAD_IMAGE_POLICIES}"
-            )
-        self.imbalance = {
-            "mode": "none",
-            "sampler_weighting": "inverse",
-            "loss_weighting": "inverse",
-            "beta": 0.999,
-        }
+        # The ranges and names are the schema's (thawkit.config.schema.DataSchema).
+        check_args(
+            DataSchema,
+            "data",
+            image_size=image_size,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            on_bad_image=on_bad_image,
+        )
+        self.imbalance = dataclasses.asdict(ImbalanceSchema())
         self.imbalance.update(imbalance or {})
-        if self.imbalance["mode"] not in IMBALANCE_MODES:
-            raise ValueError(
-                f"imbalance={self.imbalance['mode']!r} is not one of {IMBALANCE_MODES}"
-            )
+        check_args(ImbalanceSchema, "data.imbalance", **self.imbalance)
         self.root = root
         self.digits_root = digits_root or str(DEFAULT_ROOT)
         self.preprocessing = as_preprocessing(preprocessing)

@@ -20,9 +20,10 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-IMBALANCE_MODES = ("none", "sampler", "loss", "both")
-SAMPLER_WEIGHTINGS = ("inverse", "sqrt_inverse")
-LOSS_WEIGHTINGS = ("inverse", "effective_number")
+from thawkit.config.schema.data import (  # the names the schema allows
+    LOSS_WEIGHTINGS,
+    SAMPLER_WEIGHTINGS,
+)
 
 
 def class_counts(labels: Sequence[int], num_classes: int) -> np.ndarray:

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2 as T
 
-MIX_MODES = ("none", "mixup", "cutmix", "mixup_cutmix")
+from thawkit.config.schema import MixSchema, check_args
+from thawkit.config.schema.data import MIX_MODES  # noqa: F401 - the modes, for callers
 
 
 class BatchMixer:
@@ -31,24 +32,25 @@ class BatchMixer:
 
     def __init__(
         self,
-        mode: str = "none",
+        mode: str = MixSchema.mode,
         num_classes: int = 2,
-        mixup_alpha: float = 0.2,
-        cutmix_alpha: float = 1.0,
-        prob: float = 1.0,
-        switch_prob: float = 0.5,
-        off_last_epochs: int = 0,
+        mixup_alpha: float = MixSchema.mixup_alpha,
+        cutmix_alpha: float = MixSchema.cutmix_alpha,
+        prob: float = MixSchema.prob,
+        switch_prob: float = MixSchema.switch_prob,
+        off_last_epochs: int = MixSchema.off_last_epochs,
     ) -> None:
-        if mode not in MIX_MODES:
-            raise ValueError(f"mix={mode!r} is not one of {MIX_MODES}")
-        if mode in ("mixup", "mixup_cutmix") and mixup_alpha <= 0:
-            raise ValueError(f"data.mix.mixup_alpha={mixup_alpha} must be > 0 with mix={mode}")
-        if mode in ("cutmix", "mixup_cutmix") and cutmix_alpha <= 0:
-            raise ValueError(f"data.mix.cutmix_alpha={cutmix_alpha} must be > 0 with mix={mode}")
-        if not 0 <= prob <= 1 or not 0 <= switch_prob <= 1:
-            raise ValueError("data.mix.prob and data.mix.switch_prob must be in [0, 1]")
-        if off_last_epochs < 0:
-            raise ValueError(f"data.mix.off_last_epochs={off_last_epochs} must be >= 0")
+        # The ranges and modes are the schema's (thawkit.config.schema.MixSchema).
+        check_args(
+            MixSchema,
+            "data.mix",
+            mode=mode,
+            mixup_alpha=mixup_alpha,
+            cutmix_alpha=cutmix_alpha,
+            prob=prob,
+            switch_prob=switch_prob,
+            off_last_epochs=off_last_epochs,
+        )
         self.mode, self.num_classes, self.prob = mode, num_classes, prob
         self.off_last_epochs = off_last_epochs
         self.transform: T.Transform | None = None

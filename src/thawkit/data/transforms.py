@@ -21,10 +21,8 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
+from thawkit.config.schema import AugmentSchema, check_args
 from thawkit.models.backbone import Preprocessing, resolve_preprocessing
-
-AUGMENT_PRESETS = ("none", "basic", "strong")
-AUTO_AUGMENTS = ("none", "trivialaugment", "randaugment")
 
 
 def as_preprocessing(preprocessing: Preprocessing | Mapping[str, Any] | str) -> Preprocessing:
@@ -82,20 +80,20 @@ def eval_transform(pre: Preprocessing, size: int) -> T.Compose:
 def train_transform(
     pre: Preprocessing,
     size: int,
-    name: str = "basic",
+    name: str = AugmentSchema.name,
     scale: Sequence[float] = (0.35, 1.0),
-    ratio: Sequence[float] = (3 / 4, 4 / 3),
-    hflip: float = 0.5,
-    vflip: float = 0.0,
-    color_jitter: float = 0.0,
-    hue: float = 0.0,
-    rotation: float = 0.0,
-    translate: float = 0.0,
-    auto_augment: str = "none",
-    randaugment_num_ops: int = 2,
-    randaugment_magnitude: int = 9,
-    blur: float = 0.0,
-    erasing: float = 0.0,
+    ratio: Sequence[float] = (0.75, 1.3333),  # AugmentSchema's (lists there)
+    hflip: float = AugmentSchema.hflip,
+    vflip: float = AugmentSchema.vflip,
+    color_jitter: float = AugmentSchema.color_jitter,
+    hue: float = AugmentSchema.hue,
+    rotation: float = AugmentSchema.rotation,
+    translate: float = AugmentSchema.translate,
+    auto_augment: str = AugmentSchema.auto_augment,
+    randaugment_num_ops: int = AugmentSchema.randaugment_num_ops,
+    randaugment_magnitude: int = AugmentSchema.randaugment_magnitude,
+    blur: float = AugmentSchema.blur,
+    erasing: float = AugmentSchema.erasing,
 ) -> T.Compose:
     """Training transform of an augmentation preset; `none` is the eval transform.
 
@@ -115,15 +113,11 @@ def train_transform(
         blur: probability of a Gaussian blur.
         erasing: probability of random erasing (after normalisation: erased pixels = the mean).
     """
-    if name not in AUGMENT_PRESETS:
-        raise ValueError(f"augment={name!r} is not one of {AUGMENT_PRESETS}")
-    if auto_augment not in AUTO_AUGMENTS:
-        raise ValueError(
-            f"data.augment.auto_augment={auto_augment!r} is not one of {AUTO_AUGMENTS}"
-        )
-    for knob, p in (("hflip", hflip), ("vflip", vflip), ("blur", blur), ("erasing", erasing)):
-        if not 0 <= p <= 1:
-            raise ValueError(f"data.augment.{knob}={p} is a probability: use a value in [0, 1]")
+    # The ranges and names are the schema's (thawkit.config.schema.AugmentSchema).
+    check_args(
+        AugmentSchema, "data.augment", name=name, hflip=hflip, vflip=vflip, hue=hue,
+        auto_augment=auto_augment, blur=blur, erasing=erasing,
+    )  # fmt: skip
     if name == "none":
         return eval_transform(pre, size)
     interp = _interp(pre.interpolation)

@@ -24,7 +24,8 @@ from collections.abc import Callable
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-SCHEDULES = ("cosine", "step", "plateau", "onecycle", "cosine_restarts", "constant")
+from thawkit.config.schema import SchedulerSchema, check_args
+from thawkit.config.schema.training import SCHEDULES  # noqa: F401 - the names, for callers
 
 # gate(layer_group) -> (step at which the group became trainable or None if frozen, LR scale)
 Gate = Callable[[str], tuple[int | None, float]]
@@ -53,26 +54,38 @@ class FineTuneLR(LRScheduler):
     def __init__(
         self,
         optimizer: Optimizer,
-        name: str = "cosine",
+        name: str = SchedulerSchema.name,
         *,
         total_steps: int,
         steps_per_epoch: int,
         gate: Gate,
-        warmup_epochs: float = 0.0,
-        warmup_steps: int | None = None,
-        rewarm_epochs: float = 0.0,
-        min_lr_ratio: float = 0.01,
-        step_epochs: float = 3.0,
-        gamma: float = 0.1,
-        restart_epochs: float = 3.0,
-        plateau_patience: int = 2,
-        plateau_factor: float = 0.1,
-        pct_start: float = 0.3,
+        warmup_epochs: float = SchedulerSchema.warmup_epochs,
+        warmup_steps: int | None = SchedulerSchema.warmup_steps,
+        rewarm_epochs: float = SchedulerSchema.rewarm_epochs,
+        min_lr_ratio: float = SchedulerSchema.min_lr_ratio,
+        step_epochs: float = SchedulerSchema.step_epochs,
+        gamma: float = SchedulerSchema.gamma,
+        restart_epochs: float = SchedulerSchema.restart_epochs,
+        plateau_patience: int = SchedulerSchema.plateau_patience,
+        plateau_factor: float = SchedulerSchema.plateau_factor,
+        pct_start: float = SchedulerSchema.pct_start,
     ) -> None:
-        if name not in SCHEDULES:
-            raise ValueError(f"scheduler.name={name!r} is not one of {SCHEDULES}")
-        if any(v < 0 for v in (warmup_epochs, rewarm_epochs, warmup_steps or 0)):
-            raise ValueError("scheduler warmup lengths must be >= 0")
+        # The ranges and names are the schema's (thawkit.config.schema.SchedulerSchema).
+        check_args(
+            SchedulerSchema,
+            "scheduler",
+            name=name,
+            warmup_epochs=warmup_epochs,
+            warmup_steps=warmup_steps,
+            rewarm_epochs=rewarm_epochs,
+            min_lr_ratio=min_lr_ratio,
+            step_epochs=step_epochs,
+            gamma=gamma,
+            restart_epochs=restart_epochs,
+            plateau_patience=plateau_patience,
+            plateau_factor=plateau_factor,
+            pct_start=pct_start,
+        )
         self.name = name
         self.gate = gate
         self.total_steps = max(1, int(total_steps))

@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from thawkit.config.schema import ModelSchema, check_args
 from thawkit.data.targets import DomainBatch
 from thawkit.finetune.checkpoint_meta import CHECKPOINT_KEY, data_meta, drop_prefixed
 from thawkit.finetune.frozen import FrozenNormsWarningFilter, apply_frozen_state, unfreeze_top
@@ -61,29 +62,32 @@ class FineTuneModule(L.LightningModule):
     def __init__(
         self,
         num_classes: int,
-        backbone: str = "tf_efficientnet_lite0",
-        weights: str = "bundled",
+        backbone: str = ModelSchema.backbone,
+        weights: str = ModelSchema.weights,
         head: dict | None = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., FineTuneLR] | None = None,
-        lr: float = 1e-3,
-        lr_decay: float = 0.5,
-        weight_decay: float = 0.01,
-        label_smoothing: float = 0.0,
-        bn_policy: str = "frozen_groups",
-        bn_freeze_affine: bool = False,
+        lr: float = ModelSchema.lr,
+        lr_decay: float = ModelSchema.lr_decay,
+        weight_decay: float = ModelSchema.weight_decay,
+        label_smoothing: float = ModelSchema.label_smoothing,
+        bn_policy: str = ModelSchema.bn_policy,
+        bn_freeze_affine: bool = ModelSchema.bn_freeze_affine,
         class_names: Sequence[str] | None = None,
         class_weights: Sequence[float] | None = None,
         domain_adaptation: DomainAdaptation | None = None,
     ) -> None:
         super().__init__()
-        if lr <= 0:
-            raise ValueError(f"model.lr={lr} must be > 0")
-        if not 0 < lr_decay <= 1:
-            raise ValueError(f"model.lr_decay={lr_decay} must be in (0, 1]")
-        if not 0 <= label_smoothing < 1:
-            raise ValueError(f"model.label_smoothing={label_smoothing} must be in [0, 1)")
-        batchnorm.check_policy(bn_policy)
+        # The ranges and names are the schema's (thawkit.config.schema.ModelSchema).
+        check_args(
+            ModelSchema,
+            "model",
+            lr=lr,
+            lr_decay=lr_decay,
+            weight_decay=weight_decay,
+            label_smoothing=label_smoothing,
+            bn_policy=bn_policy,
+        )
         class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         # Plain containers only: the checkpoint must load with torch.load(weights_only=True).
         head = OmegaConf.to_container(head) if isinstance(head, DictConfig) else dict(head or {})
@@ -255,13 +259,22 @@ class FineTuneModule(L.LightningModule):
         # plateau scheduler and plateau unfreezing decide differently per rank (torchmetrics
         # objects below synchronise themselves). A no-op on one device.
         self.log(
-            f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
-            batch_size=len(x), sync_dist=True, add_dataloader_idx=False,
-        )  # fmt: skip
-        self.log_dict(
-            metrics[stage], on_step=False, on_epoch=True, prog_bar=stage != "train",
+            f"{stage}/loss",
+            loss,
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(x),
+            sync_dist=True,
             add_dataloader_idx=False,
-        )  # fmt: skip
+        )
+        self.log_dict(
+            metrics[stage],
+            on_step=False,
+            on_epoch=True,
+            prog_bar=stage != "train",
+            add_dataloader_idx=False,
+        )
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

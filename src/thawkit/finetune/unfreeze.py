@@ -22,6 +22,7 @@ from typing import Any
 
 import lightning as L
 
+from thawkit.config.schema import UnfreezeSchema, check_args
 from thawkit.finetune.module import FineTuneModule
 
 log = logging.getLogger(__name__)
@@ -50,26 +51,31 @@ class UnfreezeSchedule(L.Callback):
 
     def __init__(
         self,
-        name: str = "custom",
-        initial_groups: int = 0,
-        every_n_epochs: int | None = None,
-        groups_per_step: int = 1,
-        max_groups: int | None = None,
-        max_events: int | None = None,
-        on_plateau: bool = False,
-        monitor: str = "val/loss",
-        patience: int = 1,
-        lr_scale_after_unfreeze: float = 1.0,
-        plateau_max_epochs: int | None = None,
+        name: str = UnfreezeSchema.name,
+        initial_groups: int = UnfreezeSchema.initial_groups,
+        every_n_epochs: int | None = UnfreezeSchema.every_n_epochs,
+        groups_per_step: int = UnfreezeSchema.groups_per_step,
+        max_groups: int | None = UnfreezeSchema.max_groups,
+        max_events: int | None = UnfreezeSchema.max_events,
+        on_plateau: bool = UnfreezeSchema.on_plateau,
+        monitor: str = UnfreezeSchema.monitor,
+        patience: int = UnfreezeSchema.patience,
+        lr_scale_after_unfreeze: float = UnfreezeSchema.lr_scale_after_unfreeze,
+        plateau_max_epochs: int | None = UnfreezeSchema.plateau_max_epochs,
     ) -> None:
-        if every_n_epochs is not None and every_n_epochs < 1:
-            raise ValueError(f"strategy.every_n_epochs={every_n_epochs} must be >= 1")
-        if groups_per_step == 0 or groups_per_step < -1:
-            raise ValueError(f"strategy.groups_per_step={groups_per_step} must be >= 1 or -1 (all)")
-        if initial_groups < -1:
-            raise ValueError(f"strategy.initial_groups={initial_groups} must be >= 0 or -1 (all)")
-        if patience < 0 or lr_scale_after_unfreeze <= 0:
-            raise ValueError("strategy.patience must be >= 0 and lr_scale_after_unfreeze > 0")
+        # The ranges are the schema's (thawkit.config.schema.UnfreezeSchema).
+        check_args(
+            UnfreezeSchema,
+            "strategy",
+            initial_groups=initial_groups,
+            every_n_epochs=every_n_epochs,
+            groups_per_step=groups_per_step,
+            max_groups=max_groups,
+            max_events=max_events,
+            patience=patience,
+            lr_scale_after_unfreeze=lr_scale_after_unfreeze,
+            plateau_max_epochs=plateau_max_epochs,
+        )
         self.name = name
         self.initial_groups = initial_groups
         self.every_n_epochs = every_n_epochs
@@ -80,8 +86,6 @@ class UnfreezeSchedule(L.Callback):
         self.monitor = monitor
         self.patience = patience
         self.lr_scale_after_unfreeze = lr_scale_after_unfreeze
-        if plateau_max_epochs is not None and plateau_max_epochs < 1:
-            raise ValueError(f"strategy.plateau_max_epochs={plateau_max_epochs} must be >= 1")
         self.plateau_max_epochs = plateau_max_epochs
         # Progress state, checkpointed: unfreeze events so far and plateau bookkeeping.
         self.events: list[dict[str, Any]] = []

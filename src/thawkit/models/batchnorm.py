@@ -10,14 +10,6 @@ from collections.abc import Iterable
 
 from thawkit.models.backbone import LayerGroup
 
-BN_POLICIES = ("frozen_groups", "all", "none")
-
-
-def check_policy(policy: str) -> str:
-    if policy not in BN_POLICIES:
-        raise ValueError(f"strategy.bn_policy={policy!r} is not one of {BN_POLICIES}")
-    return policy
-
 
 def stats_frozen(policy: str, group_trainable: bool) -> bool:
     """Whether a group's BatchNorm running statistics stay fixed under `policy`."""

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-HEAD_KINDS = ("linear", "mlp")
+from thawkit.config.schema import HeadSchema, check_args
 
 
 class _BatchNorm1d(nn.BatchNorm1d):
@@ -37,18 +37,15 @@ class Head(nn.Module):
         self,
         in_features: int,
         num_classes: int,
-        kind: str = "linear",
-        hidden: Sequence[int] = (512,),
-        dropout: float = 0.0,
-        batchnorm: bool = False,
+        kind: str = HeadSchema.kind,
+        hidden: Sequence[int] = (512,),  # HeadSchema.hidden (a list there)
+        dropout: float = HeadSchema.dropout,
+        batchnorm: bool = HeadSchema.batchnorm,
     ) -> None:
         super().__init__()
-        if kind not in HEAD_KINDS:
-            raise ValueError(f"model.head.kind={kind!r} is not one of {HEAD_KINDS}")
+        check_args(HeadSchema, "model.head", kind=kind, dropout=dropout)
         if num_classes < 2:
             raise ValueError(f"num_classes={num_classes}: a classifier needs at least 2 classes")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"model.head.dropout={dropout} must be in [0, 1)")
         layers: list[nn.Module] = []
         width = in_features
         for h in hidden if kind == "mlp" else ():

@@ -24,6 +24,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
+from thawkit.config.schema import ViewsSchema, check_args
 from thawkit.data.counts import counts_table
 from thawkit.finetune.module import FineTuneModule
 from thawkit.finetune.unfreeze import UnfreezeSchedule
@@ -121,13 +122,19 @@ class RunViews(L.Callback):
 
     def __init__(
         self,
-        samples: int = 16,
-        confusion_every_n_epochs: int = 1,
-        per_class_recall: bool = True,
-        max_classes_recall: int = 50,
+        samples: int = ViewsSchema.samples,
+        confusion_every_n_epochs: int = ViewsSchema.confusion_every_n_epochs,
+        per_class_recall: bool = ViewsSchema.per_class_recall,
+        max_classes_recall: int = ViewsSchema.max_classes_recall,
     ) -> None:
-        if samples < 0 or confusion_every_n_epochs < 1:
-            raise ValueError("callbacks.views: samples must be >= 0, confusion_every_n_epochs >= 1")
+        # The ranges are the schema's (thawkit.config.schema.ViewsSchema).
+        check_args(
+            ViewsSchema,
+            "callbacks.views",
+            samples=samples,
+            confusion_every_n_epochs=confusion_every_n_epochs,
+            max_classes_recall=max_classes_recall,
+        )
         self.samples = samples
         self.confusion_every_n_epochs = confusion_every_n_epochs
         self.per_class_recall = per_class_recall

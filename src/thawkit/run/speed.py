@@ -23,6 +23,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from thawkit.config.schema import SpeedSchema, check_args
 from thawkit.data.feature_cache import FeatureCache
 from thawkit.data.image_cache import ImageCache
 from thawkit.data.transforms import eval_resize
@@ -50,23 +51,24 @@ class SpeedOptions(L.Callback):
 
     def __init__(
         self,
-        feature_cache: bool = True,
-        feature_views: int = 1,
-        feature_cache_dir: str | None = None,
-        image_cache_mb: float = 1024.0,
-        image_short_side: int | None = None,
-        channels_last: bool = True,
-        compile: bool = False,
-        threads: int | None = None,
+        feature_cache: bool = SpeedSchema.feature_cache,
+        feature_views: int = SpeedSchema.feature_views,
+        feature_cache_dir: str | None = SpeedSchema.feature_cache_dir,
+        image_cache_mb: float = SpeedSchema.image_cache_mb,
+        image_short_side: int | None = SpeedSchema.image_short_side,
+        channels_last: bool = SpeedSchema.channels_last,
+        compile: bool = SpeedSchema.compile,
+        threads: int | None = SpeedSchema.threads,
     ) -> None:
-        if image_cache_mb < 0:
-            raise ValueError(
-                f"callbacks.speed.image_cache_mb={image_cache_mb} must be >= 0 (0 = off)"
-            )
-        if threads is not None and threads < 1:
-            raise ValueError(
-                f"callbacks.speed.threads={threads} must be >= 1 (or null for PyTorch's)"
-            )
+        # The ranges are the schema's (thawkit.config.schema.SpeedSchema).
+        check_args(
+            SpeedSchema,
+            "callbacks.speed",
+            feature_views=feature_views,
+            image_cache_mb=image_cache_mb,
+            image_short_side=image_short_side,
+            threads=threads,
+        )
         self.features = FeatureCache(feature_views, feature_cache_dir) if feature_cache else None
         self.image_cache_mb = image_cache_mb
         self.image_short_side = image_short_side

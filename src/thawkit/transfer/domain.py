@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-log = logging.getLogger(__name__)
+from thawkit.config.schema import DASchema, check_args
+from thawkit.config.schema.training import MMD_ESTIMATORS
 
-DA_METHODS = ("none", "dann", "mmd")
-MMD_ESTIMATORS = ("biased", "unbiased")
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------- gradient reversal
@@ -244,33 +244,35 @@ class DomainAdaptation:
 
     def __init__(
         self,
-        method: str = "none",
-        target_root: str | None = None,
-        target_val_root: str | None = None,
-        weight: float = 1.0,
-        ramp: bool = True,
-        gamma: float = 10.0,
-        hidden: Sequence[int] = (256,),
-        dropout: float = 0.0,
-        kernel_mul: float = 2.0,
-        kernel_num: int = 5,
-        estimator: str = "biased",
+        method: str = DASchema.method,
+        target_root: str | None = DASchema.target_root,
+        target_val_root: str | None = DASchema.target_val_root,
+        weight: float = DASchema.weight,
+        ramp: bool = DASchema.ramp,
+        gamma: float = DASchema.gamma,
+        hidden: Sequence[int] = (256,),  # DASchema.hidden (a list there)
+        dropout: float = DASchema.dropout,
+        kernel_mul: float = DASchema.kernel_mul,
+        kernel_num: int = DASchema.kernel_num,
+        estimator: str = DASchema.estimator,
     ) -> None:
-        if method not in DA_METHODS:
-            raise ValueError(f"da={method!r} is not one of {DA_METHODS}")
+        # The ranges and names are the schema's (thawkit.config.schema.DASchema).
+        check_args(
+            DASchema,
+            "da",
+            method=method,
+            weight=weight,
+            gamma=gamma,
+            dropout=dropout,
+            kernel_mul=kernel_mul,
+            kernel_num=kernel_num,
+            estimator=estimator,
+        )
         if method != "none" and not target_root:
             raise ValueError(
                 f"da={method} needs unlabelled target images: set da.target_root=<folder of "
                 "target-domain images> (or da=none)."
             )
-        if weight < 0 or not math.isfinite(weight):
-            raise ValueError(f"da.weight={weight} must be a finite number >= 0")
-        if kernel_num < 1 or kernel_mul <= 0:
-            raise ValueError(
-                f"da.kernel_num={kernel_num} must be >= 1 and da.kernel_mul={kernel_mul} > 0"
-            )
-        if estimator not in MMD_ESTIMATORS:
-            raise ValueError(f"da.estimator={estimator!r} is not one of {MMD_ESTIMATORS}")
         if method == "none" and target_root:
             log.warning(
                 "da.target_root=%s is set but da=none: the target images are not used. Set "

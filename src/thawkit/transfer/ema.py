@@ -1,4 +1,4 @@
-"""EMA of the weights (`ema=true`): Lightning's WeightAveraging with a warmed-up EMA update.
+"""EMA of the weights (`ema=on`): Lightning's WeightAveraging with a warmed-up EMA update.
 
 Lightning's `WeightAveraging` keeps a `torch.optim.swa_utils.AveragedModel` of the module,
 updated after every optimizer step, swaps it in for validation, writes it as the checkpoint's
@@ -33,6 +33,7 @@ from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 
 from thawkit.compat import averaged_model, averaging_device, drop_averaged_model
+from thawkit.config.schema import EMASchema, check_args
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +65,8 @@ class EMA(WeightAveraging):
         warmup: warm the decay up over the first updates (see `ema_multi_avg_fn`).
     """
 
-    def __init__(self, decay: float = 0.999, warmup: bool = True) -> None:
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"ema_decay={decay} must be in (0, 1), e.g. 0.999")
+    def __init__(self, decay: float = EMASchema.decay, warmup: bool = EMASchema.warmup) -> None:
+        check_args(EMASchema, "callbacks.ema", decay=decay)  # the schema's range
         super().__init__(use_buffers=True, multi_avg_fn=ema_multi_avg_fn(decay, warmup))
         self.decay = decay
         self.warmup = warmup

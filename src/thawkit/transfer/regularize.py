@@ -30,6 +30,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from thawkit.config.schema import EWCSchema, L2SPSchema, check_args
 from thawkit.models.backbone import Backbone, build_model, classifier_of
 from thawkit.models.head import HEAD
 from thawkit.models.weights import NoClassifierError, load_weights
@@ -81,9 +82,12 @@ class WeightRegularizer(L.Callback):
             the penalty replaces it there; the head keeps its weight decay).
     """
 
-    def __init__(self, strength: float = 0.1, backbone_weight_decay: bool = False) -> None:
-        if strength < 0:
-            raise ValueError(f"regularizer.strength={strength} must be >= 0")
+    def __init__(
+        self,
+        strength: float = L2SPSchema.strength,
+        backbone_weight_decay: bool = L2SPSchema.backbone_weight_decay,
+    ) -> None:
+        check_args(L2SPSchema, "regularizer", strength=strength)  # the schema's range
         self.strength = float(strength)
         self.backbone_weight_decay = backbone_weight_decay
         # Backbone parameter name -> its value at the start (w0), and the per-weight importance
@@ -208,15 +212,14 @@ class EWC(WeightRegularizer):
 
     def __init__(
         self,
-        strength: float = 0.1,
-        fisher_batches: int = 8,
-        normalize: bool = True,
-        backbone_weight_decay: bool = False,
-        seed: int = 0,
+        strength: float = EWCSchema.strength,
+        fisher_batches: int = EWCSchema.fisher_batches,
+        normalize: bool = EWCSchema.normalize,
+        backbone_weight_decay: bool = EWCSchema.backbone_weight_decay,
+        seed: int = EWCSchema.seed,
     ) -> None:
         super().__init__(strength, backbone_weight_decay)
-        if fisher_batches < 1:
-            raise ValueError(f"regularizer.fisher_batches={fisher_batches} must be >= 1")
+        check_args(EWCSchema, "regularizer", fisher_batches=fisher_batches)  # the schema's range
         self.fisher_batches = fisher_batches
         self.normalize = normalize
         self.seed = seed

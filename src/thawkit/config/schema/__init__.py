@@ -31,7 +31,7 @@ from thawkit.config.schema.primary import (
     PredictSchema,
     TrainSchema,
 )
-from thawkit.config.schema.rules import problems
+from thawkit.config.schema.rules import check_args, problems
 from thawkit.config.schema.strategy import AutoSchema, UnfreezeSchema
 from thawkit.config.schema.training import (
     CALLBACK_RULES,
@@ -54,7 +54,7 @@ __all__ = [
     "EMASchema", "EWCSchema", "EvaluateSchema", "ExportSchema", "HeadSchema", "ImbalanceSchema",
     "L2SPSchema", "MixSchema", "ModelSchema", "PredictSchema", "SchedulerSchema", "SpeedSchema",
     "TrainSchema", "TrainerSchema", "UnfreezeSchema", "ViewsSchema", "BY_TARGET", "load_option",
-    "problems",
+    "problems", "check_args",
 ]  # fmt: skip
 
 # A node whose `_target_` is one of these follows that schema wherever it sits (a group typed

@@ -120,3 +120,20 @@ def problems(
             if message:
                 found.append(message)
     return found
+
+
+def check_args(schema: type, prefix: str, **values: Any) -> None:
+    """Raise one ValueError naming every value of `values` that breaks its field's rule.
+
+    For objects built from Python (`FineTuneModule(lr=0)`): the same rule, and the same message,
+    as a config gets from thawkit.config.checks.validate. None values are skipped.
+    """
+    rules = {f.name: f.metadata.get(RULE) for f in dataclasses.fields(schema)}
+    found = []
+    for name, value in values.items():
+        rule = rules[name]
+        message = rule.problem(f"{prefix}.{name}", value) if rule and value is not None else None
+        if message:
+            found.append(message)
+    if found:
+        raise ValueError("; ".join(found))

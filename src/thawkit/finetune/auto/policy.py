@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from thawkit.config.schema import AutoSchema
 from thawkit.finetune.auto.probe import Signals
 
 AUTO = "auto"
@@ -140,15 +141,15 @@ class AutoStrategy:
 
     def __init__(
         self,
-        name: str = AUTO,
-        small_per_class: int = 100,
-        large_per_class: int = 1000,
-        huge_per_class: int = 10000,
-        near: float = 0.75,
-        far: float = 0.4,
-        very_far: float = 0.1,
-        max_images: int = 512,
-        baseline: bool = True,
+        name: str = AutoSchema.name,
+        small_per_class: int = AutoSchema.small_per_class,
+        large_per_class: int = AutoSchema.large_per_class,
+        huge_per_class: int = AutoSchema.huge_per_class,
+        near: float = AutoSchema.near,
+        far: float = AutoSchema.far,
+        very_far: float = AutoSchema.very_far,
+        max_images: int = AutoSchema.max_images,
+        baseline: bool = AutoSchema.baseline,
         keep: Sequence[str] = (),
     ) -> None:
         if not 0 < small_per_class <= large_per_class <= huge_per_class:
