@@ -12,11 +12,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_object, instantiate
-from omegaconf import OmegaConf
 
 from conftest import tiny_cfg
 from thawkit import CONF_DIR
 from thawkit.config.checks import ConfigError
+from thawkit.config.schema import AutoSchema, load_option
 from thawkit.finetune import auto
 from thawkit.finetune.auto import AutoStrategy, Signals, config_roots, strategy_config
 from thawkit.finetune.auto import resolve as auto_resolve
@@ -31,8 +31,8 @@ SMALL_MODERATE = Signals(
 
 
 def test_the_yaml_target_is_the_public_path() -> None:
-    node = OmegaConf.load(CONF_DIR / "strategy" / "auto.yaml").strategy
-    assert node._target_ == auto.TARGET
+    node = load_option(CONF_DIR / "strategy" / "auto.yaml", "strategy").strategy
+    assert node._target_ == auto.TARGET == AutoSchema._target_
     assert get_object(auto.TARGET) is AutoStrategy
 
 
@@ -43,7 +43,8 @@ def test_without_hydra_the_packaged_configs_serve(tmp_path: Path, monkeypatch) -
     assert not HydraConfig.initialized()
     assert config_roots() == [CONF_DIR]
     for name in ("partial", "scratch", "two_phase"):
-        assert strategy_config(name) == OmegaConf.load(CONF_DIR / "strategy" / f"{name}.yaml")
+        packaged = load_option(CONF_DIR / "strategy" / f"{name}.yaml", "strategy")
+        assert strategy_config(name) == packaged and packaged.strategy.name == name
     with pytest.raises(FileNotFoundError, match="no config folder has strategy/nope.yaml"):
         strategy_config("nope")
 
@@ -72,7 +73,7 @@ def test_hydra_search_path_order_wins(tmp_path: Path, monkeypatch) -> None:
     assert strategy_config("partial").strategy.initial_groups == 5
     assert strategy_config("mine").strategy.name == "mine"  # only the extra folder has it
     gradual = strategy_config("gradual")  # only the package has it now
-    assert gradual == OmegaConf.load(CONF_DIR / "strategy" / "gradual.yaml")
+    assert gradual == load_option(CONF_DIR / "strategy" / "gradual.yaml", "strategy")
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "extra")):
         strategy_config("nope")
 
