@@ -90,7 +90,9 @@ def test_a_failing_job_is_a_failed_row_and_the_sweep_goes_on(
     assert result(ok)["status"] == "completed"  # the job after the failure still ran
     rows = report_rows(sweep)
     assert [r["status"] for r in rows] == ["failed", "completed"]
-    assert "model.lr=-1.0 is out of range: allowed > 0" in rows[0]["error"] and rows[0]["value"] == ""
+    assert (
+        "model.lr=-1.0 is out of range: allowed > 0" in rows[0]["error"] and rows[0]["value"] == ""
+    )
     md = (sweep / "sweep_summary.md").read_text()
     assert "1 completed, 1 failed" in md and "## Failed runs" in md
     assert "0/1 (1 failed)" in md
