@@ -19,6 +19,7 @@ import numpy as np
 from omegaconf import DictConfig
 from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
 
+from thawkit.config import schema as _schema  # noqa: F401 - registers its config schema
 from thawkit.data import folder
 from thawkit.data.digits import export_digits
 from thawkit.inference.predict import LoadedModel, load_checkpoint, predict_probabilities

@@ -24,6 +24,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from thawkit.config import schema as _schema  # noqa: F401 - registers its config schema
 from thawkit.console import quiet_loggers
 from thawkit.inference.predict import LoadedModel, load_checkpoint
 

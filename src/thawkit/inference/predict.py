@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from rich.progress import track
 from torch.utils.data import DataLoader, Dataset
 
+from thawkit.config import schema as _schema  # noqa: F401 - registers its config schema
 from thawkit.console import quiet_loggers
 from thawkit.data.folder import IMG_EXTENSIONS, load_rgb
 from thawkit.data.transforms import as_preprocessing, eval_resize, eval_transform
