@@ -1,16 +1,13 @@
-"""Run dirs of version 0.1 still resume: old module paths and old keys are upgraded."""
+"""Configs of version 0.1 are upgraded: old module paths and old keys (tests/test_legacy_layout.py
+resumes the whole 0.1 run dir, its `ema: false` included)."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from conftest import make_image_folder
 from thawkit.config.legacy import upgrade
-from train_cli import check, run_train
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "v0_1_run"
 
@@ -27,15 +24,3 @@ def test_old_targets_and_ema_flags_are_upgraded() -> None:
     assert OmegaConf.to_container(on) == {
         "callbacks": {"views": None, "ema": {"_target_": "thawkit.transfer.ema.EMA", "decay": 0.99}}
     }
-
-
-def test_a_v0_1_run_dir_resumes(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    shutil.copytree(FIXTURE, run)
-    images = make_image_folder(tmp_path / "images")  # the folder the run was made on
-    done = check(run_train(f"resume={run}", f"data.root={images}", "trainer.max_epochs=3"))
-    assert "Resuming from" in done.stdout + done.stderr
-    # The saved config's `ema: false` would be an unknown top-level key without the upgrade.
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "completed"
-    assert [row["epoch"] for row in summary["history"]] == [0, 1, 2]

@@ -36,7 +36,7 @@ NOISE = [
 WITH_PROGRESS = [
     a
     for a in TINY
-    if a not in ("+trainer.enable_progress_bar=false", "callbacks.progress_bar=null")
+    if a not in ("trainer.enable_progress_bar=false", "callbacks.progress_bar=null")
 ]
 
 

@@ -24,14 +24,14 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from thawkit.config.schema import (
     BY_TARGET,
     CALLBACK_RULES,
+    AugmentSchema,
+    HeadSchema,
     ImbalanceSchema,
+    MixSchema,
     TrainSchema,
     problems,
 )
-from thawkit.data.mixing import BatchMixer
-from thawkit.data.transforms import train_transform
 from thawkit.models.backbone import TORCHVISION_BACKBONES, layer_group_names
-from thawkit.models.head import Head
 
 # Top-level keys of a training config: the fields of its schema, and Hydra's own node.
 TOP_LEVEL = {f.name for f in dataclasses.fields(TrainSchema)} | {"hydra"}
@@ -45,13 +45,17 @@ _INJECTED = {
     "data": {"preprocessing", "target_root", "target_val_root"},  # the last two from `da`
     "trainer": {"callbacks", "logger", "plugins"},
 }
-# Sub-dicts passed on as keyword arguments: their keys must be parameters of these callables.
-_KWARG_NODES: dict[str, tuple[Callable[..., Any], set[str]]] = {
-    "data.augment": (train_transform, {"pre", "size"}),
-    "data.mix": (BatchMixer, {"num_classes"}),
-    "model.head": (Head, {"in_features", "num_classes"}),
+# Sub-dicts passed on as keyword arguments (no `_target_`): their keys are their schema's fields
+# (tests/config/test_schema.py holds those to the callables' parameters).
+_KWARG_NODES: dict[str, set[str]] = {
+    path: {f.name for f in dataclasses.fields(schema)}
+    for path, schema in (
+        ("data.augment", AugmentSchema),
+        ("data.mix", MixSchema),
+        ("model.head", HeadSchema),
+        ("data.imbalance", ImbalanceSchema),
+    )
 }
-_IMBALANCE_KEYS = {f.name for f in dataclasses.fields(ImbalanceSchema)}
 
 
 class ConfigError(ValueError):
@@ -101,10 +105,7 @@ def _check_keys(node: Any, path: str, errors: list[str]) -> None:
                 allowed = params | _HYDRA_KEYS | _EXTRA_KEYS.get(name, set())
                 errors += _unknown(path, [str(k) for k in node], allowed)
         if name in _KWARG_NODES:
-            fn, drop = _KWARG_NODES[name]
-            errors += _unknown(path, [str(k) for k in node], (_params(fn) or set()) - drop)
-        if name == "data.imbalance":
-            errors += _unknown(path, [str(k) for k in node], _IMBALANCE_KEYS)
+            errors += _unknown(path, [str(k) for k in node], _KWARG_NODES[name])
         for key in node:
             if not path and key == "hydra":
                 continue  # Hydra's own config (launchers, sweepers) is Hydra's to check
