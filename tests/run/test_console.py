@@ -34,9 +34,7 @@ NOISE = [
 
 # The tiny run with the default progress display (TINY switches it off for other tests).
 WITH_PROGRESS = [
-    a
-    for a in TINY
-    if a not in ("trainer.enable_progress_bar=false", "callbacks.progress_bar=null")
+    a for a in TINY if a not in ("trainer.enable_progress_bar=false", "callbacks.progress_bar=null")
 ]
 
 

@@ -79,15 +79,8 @@ class FineTuneModule(L.LightningModule):
     ) -> None:
         super().__init__()
         # The ranges and names are the schema's (thawkit.config.schema.ModelSchema).
-        check_args(
-            ModelSchema,
-            "model",
-            lr=lr,
-            lr_decay=lr_decay,
-            weight_decay=weight_decay,
-            label_smoothing=label_smoothing,
-            bn_policy=bn_policy,
-        )
+        check_args(ModelSchema, "model", lr=lr, lr_decay=lr_decay, weight_decay=weight_decay)
+        check_args(ModelSchema, "model", label_smoothing=label_smoothing, bn_policy=bn_policy)
         class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         # Plain containers only: the checkpoint must load with torch.load(weights_only=True).
         head = OmegaConf.to_container(head) if isinstance(head, DictConfig) else dict(head or {})
@@ -259,22 +252,13 @@ class FineTuneModule(L.LightningModule):
         # plateau scheduler and plateau unfreezing decide differently per rank (torchmetrics
         # objects below synchronise themselves). A no-op on one device.
         self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=on_step,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=len(x),
-            sync_dist=True,
-            add_dataloader_idx=False,
-        )
+            f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
+            batch_size=len(x), sync_dist=True, add_dataloader_idx=False,
+        )  # fmt: skip
         self.log_dict(
-            metrics[stage],
-            on_step=False,
-            on_epoch=True,
-            prog_bar=stage != "train",
+            metrics[stage], on_step=False, on_epoch=True, prog_bar=stage != "train",
             add_dataloader_idx=False,
-        )
+        )  # fmt: skip
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

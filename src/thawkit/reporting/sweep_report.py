@@ -307,13 +307,9 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path | None:
     for i, name in enumerate(labels):
         mine = [r for r in points if label(r) == name]
         ax.scatter(
-            [r["train_time_s"] for r in mine],
-            [r["value"] for r in mine],
-            marker=markers[i % len(markers)],
-            s=60,
-            label=name,
-            alpha=0.8,
-        )
+            [r["train_time_s"] for r in mine], [r["value"] for r in mine],
+            marker=markers[i % len(markers)], s=60, label=name, alpha=0.8,
+        )  # fmt: skip
     ax.set_xlabel("training time (s)")
     ax.set_ylabel(points[0]["metric"])
     n_failed = sum(r["status"] != "completed" for r in rows)
