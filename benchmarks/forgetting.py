@@ -27,8 +27,10 @@ import time
 from dataclasses import asdict, dataclass
 
 import torch
-from common import DEFAULT_DATA, ROOT
+from common import DEFAULT_DATA
 from PIL import Image
+
+from thawkit import CONF_DIR
 
 # skimage photo -> accepted ImageNet-1k class indices.
 PHOTOS: dict[str, set[int]] = {
@@ -130,7 +132,7 @@ def fine_tune(data: str, run: str, args: argparse.Namespace) -> tuple:
         kind, _, strength = regularizer.partition(":")
         overrides += [f"regularizer={kind}", f"regularizer.strength={strength or 0.1}"]
     GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
     HydraConfig().set_config(cfg)
     with open_dict(cfg):

@@ -11,7 +11,9 @@ import os
 import tempfile
 import time
 
-from common import ROOT, Result, base_args, epoch_timer
+from common import Result, base_args, epoch_timer
+
+from thawkit import CONF_DIR
 
 
 def main() -> None:
@@ -35,7 +37,7 @@ def main() -> None:
         f"paths.output_dir={tempfile.mkdtemp(prefix='bench-thawkit-')}",
         *args.overrides,
     ]  # fmt: skip
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
     HydraConfig().set_config(cfg)
     with open_dict(cfg):
