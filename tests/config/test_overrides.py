@@ -55,3 +55,15 @@ def test_train_py_with_a_typo_says_did_you_mean() -> None:
     assert done.returncode == 1
     assert "model.lrr: no such key; did you mean model.lr?" in done.stderr, done.stderr[-3000:]
     assert "+model.lrr" not in done.stderr
+
+
+def test_removing_a_schema_key_says_to_set_it_to_null(capsys) -> None:
+    with pytest.raises(SystemExit) as done:
+        check_command_line("train", ["~callbacks.views"])
+    assert done.value.code == 1
+    err = capsys.readouterr().err
+    assert "~callbacks.views" in err and "callbacks.views=null" in err
+
+
+def test_null_turns_a_callback_off() -> None:
+    check_command_line("train", ["callbacks.views=null", "callbacks.early_stopping=null"])

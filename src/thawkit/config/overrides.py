@@ -21,7 +21,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ConfigTypeError
 
 from thawkit import CONF_DIR
 from thawkit.config import schema  # noqa: F401 - registers the schemas composed here
@@ -76,16 +76,34 @@ def _parse(args: Sequence[str]) -> list[Override] | None:
     return None if any(o.is_sweep_override() for o in parsed) else parsed
 
 
+def _plain_keys(parsed: Sequence[Override], conf_dir: Path) -> list[Override]:
+    """The overrides of config keys (not groups, not Hydra's own, not a package)."""
+    return [
+        o
+        for o in parsed
+        if o.package is None
+        and "/" not in o.key_or_group
+        and not o.key_or_group.startswith("hydra")
+        and not (conf_dir / o.key_or_group).is_dir()
+    ]
+
+
 def _key_overrides(parsed: Sequence[Override], conf_dir: Path) -> list[str]:
     """The keys that plain `key=value` overrides set (not groups, not Hydra's own, not +/~)."""
     return [
         o.key_or_group
-        for o in parsed
-        if o.package is None
-        and not (o.is_add() or o.is_force_add() or o.is_delete())
-        and "/" not in o.key_or_group
-        and not o.key_or_group.startswith("hydra")
-        and not (conf_dir / o.key_or_group).is_dir()
+        for o in _plain_keys(parsed, conf_dir)
+        if not (o.is_add() or o.is_force_add() or o.is_delete())
+    ]
+
+
+def _deletions(parsed: Sequence[Override], conf_dir: Path) -> list[str]:
+    """`~callbacks.views`: a key of a schema cannot be removed, only set to null (off)."""
+    return [
+        f"{o.input_line}: the keys of thawkit's configs cannot be removed; "
+        f"turn it off with {o.key_or_group}=null"
+        for o in _plain_keys(parsed, conf_dir)
+        if o.is_delete()
     ]
 
 
@@ -102,7 +120,7 @@ def check_command_line(
     if renamed:
         _exit(renamed)
     keys = _key_overrides(parsed, conf_dir)
-    if not keys:
+    if not keys and not _deletions(parsed, conf_dir):
         return
     GlobalHydra.instance().clear()
     try:
@@ -111,6 +129,8 @@ def check_command_line(
                 compose(config_name, overrides=args)
                 return
             except ConfigCompositionException as error:
+                if isinstance(error.__cause__, ConfigTypeError) and _deletions(parsed, conf_dir):
+                    _exit(_deletions(parsed, conf_dir))
                 if not isinstance(error.__cause__, (ConfigKeyError, ConfigAttributeError)):
                     return
             except Exception:  # noqa: BLE001 - not a missing key: Hydra reports it
