@@ -97,7 +97,7 @@ def test_every_image_in_docs_is_shown() -> None:
 
 # ------------------------------------------------------------ what the text names exists
 
-_PATH = re.compile(r"(?<![\w/.~-])((?:src|tests|benchmarks|notebooks|docs)/[\w./-]*)")
+_PATH = re.compile(r"(?<![\w/.~-])((?:src|tests|tools|benchmarks|notebooks|docs)/[\w./-]*)")
 _TEST_ID = re.compile(r"(tests/[\w/]+\.py)::([\w*]+)")
 _MODULE = re.compile(r"(?<![\w.])thawkit(?:\.\w+)+")
 _MAIN = re.compile(r"python -m (thawkit(?:\.\w+)+)")
