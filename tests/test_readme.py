@@ -136,7 +136,7 @@ def test_named_files_tests_and_modules_exist(page: Path) -> None:
     text = page.read_text()
     gone = []
     for raw in _PATH.findall(text):
-        path = raw.rstrip(".,:")
+        path = raw.rstrip(".,:-")
         if not (REPO / path).exists():
             gone.append(f"{path}: no such file or folder")
     for path, name in _TEST_ID.findall(text):
