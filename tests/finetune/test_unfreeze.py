@@ -90,7 +90,7 @@ def trainable_groups(strategy: str, epoch: int) -> set[str]:
 
 
 def stats_frozen(policy: str, trainable: bool) -> bool:
-    """DESIGN.md decision 5, restated: where BatchNorm statistics must stay fixed."""
+    """The BatchNorm policy of docs/architecture.md, restated: where statistics stay fixed."""
     return policy == "all" or (policy == "frozen_groups" and not trainable)
 
 

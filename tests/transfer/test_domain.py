@@ -343,7 +343,7 @@ def test_adaptation_beats_no_adaptation_on_shifted_digits(tmp_path: Path) -> Non
     Six runs of experiment=digits_shift (bundled EfficientNet-Lite0, 32 px, 8 epochs): 23 min
     on a shared 2-core CPU. The target accuracy is the one at the checkpointed epoch (best
     source val/acc). Asserted with slack: every seed gains, and the mean gain is at least
-    MIN_MEAN_GAIN (measured: +0.189, +0.248, +0.252; README, domain adaptation).
+    MIN_MEAN_GAIN (measured: +0.189, +0.248, +0.252; docs/transfer.md, domain adaptation).
     """
     seeds = (0, 1, 2)
     none = [_digits_shift_target_acc(tmp_path, "none", s) for s in seeds]

@@ -2,7 +2,8 @@
 
 DistributedDataParallel registers, at the moment it wraps the model, only the parameters that
 require grad. A layer group unfrozen later would then train on each rank's own gradients,
-never all-reduced, and the ranks would drift apart silently (DESIGN.md, decision 3).
+never all-reduced, and the ranks would drift apart silently (docs/architecture.md, "DDP and
+groups that thaw mid-run").
 
 `FreezeAwareDDPStrategy` makes every parameter require grad for the moment of the wrap, so DDP
 registers all of them, and puts the frozen state back right after. A frozen parameter then
