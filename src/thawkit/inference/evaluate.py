@@ -24,6 +24,7 @@ from thawkit.data import folder
 from thawkit.data.digits import export_digits
 from thawkit.inference.predict import LoadedModel, load_checkpoint, predict_probabilities
 from thawkit.reporting.plots import confusion_figure, image_grid_figure, save_png, short
+from thawkit.textio import bytes_safe_streams, open_text
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +254,7 @@ def _write_predictions(
     path: Path, paths: list[str], labels: np.ndarray, probs: np.ndarray, names: list[str]
 ) -> None:
     preds = probs.argmax(axis=1)
-    with path.open("w", newline="") as f:
+    with open_text(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "true", "predicted", "confidence", "prob_true", "loss", "correct"])
         for i, p in enumerate(paths):
@@ -273,6 +274,7 @@ def _write_predictions(
 
 def main(cfg: DictConfig) -> dict[str, Any]:
     """The `evaluate.py` entry (conf/evaluate.yaml): evaluate, print the report, write files."""
+    bytes_safe_streams()
     metrics = evaluate(
         cfg.ckpt,
         root=cfg.data.root,

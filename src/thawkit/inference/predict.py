@@ -26,6 +26,7 @@ from thawkit.data.folder import IMG_EXTENSIONS, load_rgb
 from thawkit.data.transforms import as_preprocessing, eval_resize, eval_transform
 from thawkit.finetune.module import FineTuneModule
 from thawkit.models.backbone import Preprocessing
+from thawkit.textio import bytes_safe_streams, open_text
 
 log = logging.getLogger(__name__)
 
@@ -221,10 +222,13 @@ def rank(
 
 
 def write_csv(predictions: Sequence[Prediction], k: int, path: str | os.PathLike) -> Path:
-    """CSV with columns path, class_1, prob_1, ..., class_k, prob_k, error."""
+    """CSV with columns path, class_1, prob_1, ..., class_k, prob_k, error.
+
+    File names keep their own bytes, also those that are not UTF-8 (`thawkit.textio`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
+    with open_text(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
             ["path"] + [c for r in range(1, k + 1) for c in (f"class_{r}", f"prob_{r}")] + ["error"]
@@ -288,6 +292,7 @@ def format_prediction(p: Prediction) -> str:
 
 def main(cfg: DictConfig) -> list[Prediction]:
     """The `predict.py` entry (src/thawkit/conf/predict.yaml): predict, print, write the CSV."""
+    bytes_safe_streams()
     predictions, csv_path = predict(
         cfg.ckpt,
         cfg.input,

@@ -1,0 +1,93 @@
+"""Messy real folders at inference: odd file names, absent classes, earlier results, bad files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import make_image_folder, tiny_cfg
+from thawkit.inference.evaluate import evaluate
+from thawkit.inference.predict import predict
+from thawkit.run.train import build
+from thawkit.textio import open_text
+
+BAD_NAME = os.fsdecode(b"bad\xff.png")  # not valid UTF-8: Linux allows it, training accepts it
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A one-epoch checkpoint on three classes, and its image folder (train/ and val/)."""
+    tmp = tmp_path_factory.mktemp("messy")
+    root = make_image_folder(tmp / "images", (8, 8, 8), ("train", "val"))
+    cfg = tiny_cfg(
+        tmp, ["strategy=full", "debug=limit", "trainer.max_epochs=1", "~logger"], data_root=root
+    )
+    datamodule, model, trainer = build(cfg)
+    trainer.fit(model, datamodule=datamodule)
+    ckpt = tmp / "run" / "checkpoints" / "model.ckpt"
+    trainer.save_checkpoint(ckpt)
+    return ckpt, root
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open_text(path, "r", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _odd_names_folder(root: Path, dest: Path) -> Path:
+    """Two good images, one of them with a non-UTF-8 name, and an unreadable non-UTF-8 name."""
+    good = sorted((root / "val" / "class_0").iterdir())
+    dest.mkdir(parents=True)
+    shutil.copy(good[0], dest / "fine.png")
+    shutil.copy(good[1], dest / BAD_NAME)
+    (dest / os.fsdecode(b"broken\xfe.jpg")).write_bytes(b"not an image")
+    return dest
+
+
+def test_predict_takes_a_non_utf8_file_name(trained, tmp_path: Path, capsys) -> None:
+    ckpt, root = trained
+    folder = _odd_names_folder(root, tmp_path / "odd")
+    predictions, csv_path = predict(ckpt, folder, output=tmp_path / "p.csv", progress=False)
+    rows = _read_csv(csv_path)
+    assert [r["path"] for r in rows] == [p.path for p in predictions]
+    assert len(rows) == 3 and str(folder / BAD_NAME) in {r["path"] for r in rows}
+    # The name read back from the CSV opens the file itself.
+    assert Path(next(r["path"] for r in rows if "bad" in r["path"])).is_file()
+    assert csv_path.read_bytes().count(b"bad\xff.png") == 1
+
+
+def test_evaluate_takes_a_non_utf8_file_name(trained, tmp_path: Path) -> None:
+    ckpt, root = trained
+    other = tmp_path / "other"
+    _odd_names_folder(root, other / "class_0")
+    metrics = evaluate(ckpt, root=other, output_dir=tmp_path / "ev", progress=False)
+    assert metrics["num_images"] == 2
+    written = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert list(written["skipped_files"]) == [
+        str(other / "class_0" / os.fsdecode(b"broken\xfe.jpg"))
+    ]
+    rows = _read_csv(tmp_path / "ev" / "predictions.csv")
+    assert str(other / "class_0" / BAD_NAME) in {r["path"] for r in rows}
+
+
+def test_predict_command_prints_a_non_utf8_file_name(trained, tmp_path: Path, capfd) -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from conftest import CONF_DIR
+    from thawkit.inference.predict import main as predict_main
+
+    ckpt, root = trained
+    folder = _odd_names_folder(root, tmp_path / "odd")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        cfg = compose(
+            "predict", [f"ckpt={ckpt}", f"input={folder}", f"output={tmp_path / 'c.csv'}"]
+        )
+    assert len(predict_main(cfg)) == 3
+    assert "bad" in capfd.readouterr().out
