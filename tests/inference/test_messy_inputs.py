@@ -91,3 +91,39 @@ def test_predict_command_prints_a_non_utf8_file_name(trained, tmp_path: Path, ca
         )
     assert len(predict_main(cfg)) == 3
     assert "bad" in capfd.readouterr().out
+
+
+def test_macro_metrics_leave_out_a_class_without_val_images(tmp_path: Path, caplog) -> None:
+    """TensorBoard/summary.json, evaluate's metrics.json and its report.txt agree."""
+    from thawkit.run.train import train
+
+    root = make_image_folder(tmp_path / "images", (6, 6, 6), ("train", "val"))
+    shutil.rmtree(root / "val" / "class_2")
+    cfg = tiny_cfg(tmp_path, ["strategy=full", "trainer.max_epochs=1", "~logger"], data_root=root)
+    train(cfg)
+    run = Path(cfg.paths.output_dir)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["classes_without_images"] == {"val": ["class_2"]}
+    matrix = summary["confusion_matrix"]["val"]["matrix"]
+    recalls = [row[i] / sum(row) for i, row in enumerate(matrix) if sum(row)]
+    logged = summary["history"][-1]["val/recall_macro"]
+    assert logged == pytest.approx(sum(recalls) / len(recalls), abs=1e-6)
+
+    with caplog.at_level("WARNING"):
+        metrics = evaluate(run / summary["checkpoint"], split="val", progress=False)
+    assert metrics["recall_macro"] == pytest.approx(logged, abs=1e-6)
+    assert metrics["classes_without_images"] == ["class_2"]
+    assert "['class_2']" in caplog.text
+    macro = next(ln for ln in metrics["report"].splitlines() if "macro avg" in ln).split()
+    assert float(macro[3]) == pytest.approx(metrics["recall_macro"], abs=1e-3)
+    assert "class_2" in metrics["report"]  # named as not evaluated
+
+
+def test_evaluate_train_split_says_nothing_about_the_val_folder(trained, tmp_path, caplog) -> None:
+    ckpt, _ = trained
+    root = make_image_folder(tmp_path / "images", (3, 3, 3), ("train", "val"))
+    shutil.rmtree(root / "val" / "class_2")
+    with caplog.at_level("WARNING"):
+        metrics = evaluate(ckpt, root=root, split="train", top_losses=0, progress=False)
+    assert metrics["split"] == "train" and metrics["classes_without_images"] == []
+    assert "val" not in caplog.text and "class_2" not in caplog.text

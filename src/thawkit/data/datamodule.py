@@ -138,6 +138,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.class_names: list[str] = []
         self.splits: dict[str, list[folder.Sample]] = {}
         self.skipped_files: dict[str, str] = {}
+        # {split: class names without images there} for val and test (summary.json records it)
+        self.classes_without_images: dict[str, list[str]] = {}
         self.check_time_s = 0.0
         self.mixer: BatchMixer | None = None
         # Set by thawkit.run.speed.SpeedOptions: decoded images held in memory, and the
@@ -169,6 +171,11 @@ class ImageFolderDataModule(L.LightningDataModule):
         if self.check_images:
             splits = self._drop_bad_images(root, splits)
         self.splits = splits
+        for split in ("val", "test"):
+            missing = folder.classes_without_images(self.class_names, splits.get(split, ()))
+            if split in splits and missing:
+                self.classes_without_images[split] = missing
+                folder.warn_classes_without_images(split, missing)
         self.mixer = BatchMixer(num_classes=self.num_classes, **self.mix_cfg)
         log.info("Images per class:\n%s", counts_table(self.class_counts))
         self._scan_target()

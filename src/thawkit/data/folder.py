@@ -76,9 +76,9 @@ def read_split(
 ) -> tuple[list[str], list[Sample]]:
     """Class names and samples of one folder of class folders.
 
-    With `class_names` (the training split's), the folder's classes must be among them; a
-    class without a folder is warned about. Without, the folder's class folders are the
-    classes (at least `min_classes`).
+    With `class_names` (the training split's), the folder's classes must be among them (a
+    class without a folder: see `classes_without_images`). Without, the folder's class folders
+    are the classes (at least `min_classes`).
     """
     dirs = _class_dirs(folder)
     if not dirs:
@@ -105,9 +105,6 @@ def read_split(
                 f"Add training images for them under {train_dir}/<class>/, or remove them "
                 f"from {folder}."
             )
-        absent = sorted(set(class_names) - set(names))
-        if absent:
-            log.warning("%s has no folder for class(es) %s: they are not evaluated", folder, absent)
     samples: list[Sample] = []
     for d in dirs:
         files = image_files(d)
@@ -119,6 +116,24 @@ def read_split(
         label = class_names.index(d.name)
         samples += [(str(f), label) for f in files]
     return list(class_names), samples
+
+
+def classes_without_images(class_names: Sequence[str], samples: Sequence[Sample]) -> list[str]:
+    """The classes that have no sample in `samples` (a split): macro averages leave them out."""
+    present = {y for _, y in samples}
+    return [c for i, c in enumerate(class_names) if i not in present]
+
+
+def warn_classes_without_images(split: str, missing: Sequence[str]) -> None:
+    """Name the classes a split has no images of (they are not evaluated in it)."""
+    if missing:
+        log.warning(
+            "The %s split has no images of class(es) %s: they are not evaluated in it, and its "
+            "macro averages leave them out (a split cut off by a fraction holds out an image of "
+            "a class only when the class has at least 2)",
+            split,
+            list(missing),
+        )
 
 
 def _stratified_split(

@@ -137,6 +137,24 @@ def classification_metrics(
     }
 
 
+def evaluation_report(labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> str:
+    """scikit-learn's per-class report over the classes evaluated, so that its macro average is
+    `metrics.json`'s; a line names the classes without images."""
+    present = sorted(set(labels.tolist()))
+    report = classification_report(
+        labels,
+        probs.argmax(axis=1),
+        labels=present,
+        target_names=[class_names[i] for i in present],
+        digits=3,
+        zero_division=0,
+    )
+    absent = [c for i, c in enumerate(class_names) if i not in present]
+    if absent:
+        report += f"\nNot evaluated (no images in this split, left out of the averages): {absent}\n"
+    return report
+
+
 def top_losses_figure(
     paths: list[str],
     labels: np.ndarray,
@@ -212,6 +230,8 @@ def evaluate(
     kept_paths = [str(paths[i]) for i in keep]
     names = model.class_names
 
+    missing = folder.classes_without_images(names, [("", y) for y in labels])
+    folder.warn_classes_without_images(split, missing)
     out = Path(output_dir) if output_dir else default_output_dir(model, root, split)
     out.mkdir(parents=True, exist_ok=True)
     metrics = {
@@ -221,15 +241,9 @@ def evaluate(
         "class_names": names,
         **classification_metrics(labels, probs, names),
         "skipped_files": skipped,
+        "classes_without_images": missing,
     }
-    report = classification_report(
-        labels,
-        probs.argmax(axis=1),
-        labels=list(range(len(names))),
-        target_names=names,
-        digits=3,
-        zero_division=0,
-    )
+    report = evaluation_report(labels, probs, names)
     (out / "report.txt").write_text(report)
     _write_predictions(out / "predictions.csv", kept_paths, labels, probs, names)
     fig = confusion_figure(metrics["confusion_matrix"], names, f"{root.name} ({split})")
