@@ -127,3 +127,29 @@ def test_evaluate_train_split_says_nothing_about_the_val_folder(trained, tmp_pat
         metrics = evaluate(ckpt, root=root, split="train", top_losses=0, progress=False)
     assert metrics["split"] == "train" and metrics["classes_without_images"] == []
     assert "val" not in caplog.text and "class_2" not in caplog.text
+
+
+def test_predict_and_evaluate_never_overwrite_an_earlier_result(trained, tmp_path: Path) -> None:
+    ckpt, root = trained
+    run_dir = ckpt.parent.parent
+    # Two inputs that share a folder name: val/class_1, then train/class_1.
+    _, first = predict(ckpt, root / "val" / "class_1", progress=False)
+    _, second = predict(ckpt, root / "train" / "class_1", progress=False)
+    assert first == run_dir / "predictions" / "class_1.csv"
+    assert second == run_dir / "predictions" / "class_1-2.csv"
+    assert len(_read_csv(first)) == 2 and len(_read_csv(second)) == 8
+    with pytest.raises(FileExistsError, match="overwrite=true"):
+        predict(ckpt, root / "val" / "class_1", output=first, progress=False)
+    predict(ckpt, root / "val" / "class_0", output=first, overwrite=True, progress=False)
+
+    # Two folders named base: data/base, then data2/base.
+    for parent in ("data", "data2"):
+        make_image_folder(tmp_path / parent / "base", (2, 2, 2), ())
+    one = evaluate(ckpt, root=tmp_path / "data" / "base", top_losses=0, progress=False)
+    two = evaluate(ckpt, root=tmp_path / "data2" / "base", top_losses=0, progress=False)
+    assert Path(one["files"]["metrics"]).parent == run_dir / "eval" / "base-all"
+    assert Path(two["files"]["metrics"]).parent == run_dir / "eval" / "base-all-2"
+    assert json.loads(Path(one["files"]["metrics"]).read_text())["data_root"].endswith("data/base")
+    out = Path(one["files"]["metrics"]).parent
+    with pytest.raises(FileExistsError, match="output_dir=.*overwrite=true"):
+        evaluate(ckpt, root=tmp_path / "data" / "base", output_dir=out, progress=False)

@@ -22,6 +22,7 @@ from sklearn.metrics import classification_report, confusion_matrix, precision_r
 from thawkit.config import schema as _schema  # noqa: F401 - registers its config schema
 from thawkit.data import folder
 from thawkit.data.digits import export_digits
+from thawkit.inference.outputs import output_path
 from thawkit.inference.predict import LoadedModel, load_checkpoint, predict_probabilities
 from thawkit.reporting.plots import confusion_figure, image_grid_figure, save_png, short
 from thawkit.textio import bytes_safe_streams, open_text
@@ -196,6 +197,7 @@ def evaluate(
     top_losses: int = 16,
     device: str = "auto",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint and write metrics, report, predictions and figures.
 
@@ -204,17 +206,21 @@ def evaluate(
         root: image folder (class folders, or train/val/test of class folders); None = the
             folder the checkpoint was trained on.
         split: see `select_samples`.
-        output_dir: where results go; None = `<run dir>/eval/<folder>-<split>`.
+        output_dir: where results go; None = `<run dir>/eval/<folder>-<split>` (numbered
+            `-2`, `-3` when taken: `thawkit.inference.outputs`).
         batch_size, num_workers: DataLoader settings.
         top_losses: images in the top-losses grid.
         device: `auto`, `cpu` or `cuda`.
         progress: show a progress bar.
+        overwrite: write into an `output_dir` that holds an earlier result (else refused).
 
     Returns:
         The metrics written to `metrics.json`, with `output_dir` and the files written.
     """
     model = load_checkpoint(ckpt, device)
     root, split, samples = select_samples(model, root, split)
+    default = default_output_dir(model, root, split)
+    out = output_path(output_dir, default, "output_dir", overwrite, folder=True)
     if not samples:
         raise folder.DataError(f"No images to evaluate in the {split} split of {root}")
     paths = [Path(p) for p, _ in samples]
@@ -232,7 +238,6 @@ def evaluate(
 
     missing = folder.classes_without_images(names, [("", y) for y in labels])
     folder.warn_classes_without_images(split, missing)
-    out = Path(output_dir) if output_dir else default_output_dir(model, root, split)
     out.mkdir(parents=True, exist_ok=True)
     metrics = {
         "ckpt": str(model.path),
@@ -299,6 +304,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         top_losses=cfg.top_losses,
         device=cfg.device,
         progress=cfg.progress,
+        overwrite=cfg.overwrite,
     )
     print(f"{metrics['data_root']} ({metrics['split']}): {metrics['num_images']} images")
     print(metrics["report"])

@@ -25,6 +25,7 @@ from thawkit.console import quiet_loggers
 from thawkit.data.folder import IMG_EXTENSIONS, load_rgb
 from thawkit.data.transforms import as_preprocessing, eval_resize, eval_transform
 from thawkit.finetune.module import FineTuneModule
+from thawkit.inference.outputs import output_path
 from thawkit.models.backbone import Preprocessing
 from thawkit.textio import bytes_safe_streams, open_text
 
@@ -252,6 +253,7 @@ def predict(
     num_workers: int = 0,
     device: str = "auto",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> tuple[list[Prediction], Path]:
     """Predict the classes of an image or of every image under a folder; write a CSV.
 
@@ -259,10 +261,12 @@ def predict(
         ckpt: a thawkit checkpoint.
         source: an image file or a folder of images (searched recursively).
         top_k: classes reported per image.
-        output: the CSV; None = `<run dir>/predictions/<input name>.csv`.
+        output: the CSV; None = `<run dir>/predictions/<input name>.csv` (numbered `-2`, `-3`
+            when taken: `thawkit.inference.outputs`).
         batch_size, num_workers: DataLoader settings.
         device: `auto`, `cpu` or `cuda`.
         progress: show a progress bar.
+        overwrite: replace an existing `output` (else it is refused).
 
     Returns:
         The predictions and the CSV path.
@@ -270,6 +274,9 @@ def predict(
     if top_k < 1:
         raise ValueError(f"top_k={top_k} must be >= 1")
     model = load_checkpoint(ckpt, device)
+    name = Path(source).expanduser().resolve().name or "input"
+    default = model.run_dir / "predictions" / f"{Path(name).stem}.csv"
+    csv_path = output_path(output, default, "output", overwrite)
     paths = find_images(source)
     probs, errors = predict_probabilities(model, paths, batch_size, num_workers, progress)
     for path, err in zip(paths, errors, strict=True):
@@ -277,8 +284,6 @@ def predict(
             log.warning("Skipping unreadable image %s (%s)", path, err)
     k = min(top_k, len(model.class_names))
     predictions = rank(probs, model.class_names, paths, errors, k)
-    name = Path(source).expanduser().resolve().name or "input"
-    csv_path = Path(output) if output else model.run_dir / "predictions" / f"{Path(name).stem}.csv"
     return predictions, write_csv(predictions, k, csv_path)
 
 
@@ -302,6 +307,7 @@ def main(cfg: DictConfig) -> list[Prediction]:
         num_workers=cfg.num_workers,
         device=cfg.device,
         progress=cfg.progress,
+        overwrite=cfg.overwrite,
     )
     shown = predictions[: cfg.show] if cfg.show >= 0 else predictions
     for p in shown:
