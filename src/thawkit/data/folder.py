@@ -13,11 +13,15 @@ import numpy as np
 from PIL import Image, ImageOps
 from rich.progress import track
 
+from thawkit.data.file_policy import (
+    IMG_EXTENSIONS,
+    has_image_extension,
+    ignored_folder,
+    scan_images,
+)
+
 log = logging.getLogger(__name__)
 
-IMG_EXTENSIONS = (
-    ".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif",
-)  # fmt: skip
 # Accepted names of the split folders; the first is the canonical split name.
 SPLIT_FOLDERS = {
     "train": ("train", "training"),
@@ -57,32 +61,46 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
         return _to_rgb(img)
 
 
-def _is_image_file(p: Path) -> bool:
-    # Dot-files are OS metadata (macOS `._x.jpg` resource forks, `.DS_Store`), never images.
-    return p.suffix.lower() in IMG_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+def image_files(folder: Path, skipped: dict[str, str] | None = None) -> list[Path]:
+    """Image files under `folder`, nested subfolders included, sorted (`file_policy`).
+
+    What the policy leaves out is added to `skipped` ({path: reason}) when it is given.
+    """
+    files, left_out = scan_images(folder)
+    if skipped is not None:
+        skipped.update(left_out)
+    return files
 
 
-def image_files(folder: Path) -> list[Path]:
-    """Image files under `folder`, nested subfolders included, sorted; other files ignored."""
-    return sorted(p for p in folder.rglob("*") if _is_image_file(p))
-
-
-def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _class_dirs(folder: Path, skipped: dict[str, str] | None) -> list[Path]:
+    dirs = []
+    for p in sorted(folder.iterdir()):
+        if not p.is_dir():
+            continue
+        why = ignored_folder(p.name)
+        if why is None:
+            dirs.append(p)
+        elif skipped is not None:
+            skipped[str(p)] = why
+    return dirs
 
 
 def read_split(
-    folder: Path, class_names: Sequence[str] | None, min_classes: int = 2
+    folder: Path,
+    class_names: Sequence[str] | None,
+    min_classes: int = 2,
+    skipped: dict[str, str] | None = None,
 ) -> tuple[list[str], list[Sample]]:
     """Class names and samples of one folder of class folders.
 
     With `class_names` (the training split's), the folder's classes must be among them (a
     class without a folder: see `classes_without_images`). Without, the folder's class folders
-    are the classes (at least `min_classes`).
+    are the classes (at least `min_classes`). What the file policy leaves out goes into
+    `skipped` ({path: reason}) when it is given.
     """
-    dirs = _class_dirs(folder)
+    dirs = _class_dirs(folder, skipped)
     if not dirs:
-        loose = [p.name for p in folder.iterdir() if _is_image_file(p)][:3]
+        loose = [p.name for p in folder.iterdir() if has_image_extension(p) and p.is_file()][:3]
         hint = f" It holds images directly ({', '.join(loose)}, ...)." if loose else ""
         raise DataError(
             f"{folder} has no class folders.{hint} Put each class's images in its own subfolder "
@@ -107,7 +125,7 @@ def read_split(
             )
     samples: list[Sample] = []
     for d in dirs:
-        files = image_files(d)
+        files = image_files(d, skipped)
         if not files:
             raise DataError(
                 f"Class folder {d} contains no images ({', '.join(IMG_EXTENSIONS)}). "
@@ -168,10 +186,13 @@ def discover(
     test_fraction: float = 0.0,
     seed: int = 0,
     min_classes: int = 2,
+    skipped: dict[str, str] | None = None,
 ) -> tuple[list[str], dict[str, list[Sample]]]:
     """Find classes and samples of every split.
 
     `min_classes` is 2 for training; evaluating a trained model may use a folder of fewer.
+    `skipped` ({path: reason}), when given, receives what the file policy left out
+    (`thawkit.data.file_policy`).
 
     Layouts: `root/{train,val[,test]}/<class>/...` (also `valid/`, `validation/`), or
     `root/<class>/...` split by stratified fractions (val_fraction, test_fraction). A `train/`
@@ -185,11 +206,11 @@ def discover(
     splits: dict[str, list[Sample]] = {}
     train_dir = _split_folder(root, "train")
     if train_dir is not None:
-        class_names, splits["train"] = read_split(train_dir, None, min_classes)
+        class_names, splits["train"] = read_split(train_dir, None, min_classes, skipped)
         for split in ("val", "test"):
             folder = _split_folder(root, split)
             if folder is not None:
-                _, splits[split] = read_split(folder, class_names)
+                _, splits[split] = read_split(folder, class_names, skipped=skipped)
     else:
         stray = [_split_folder(root, s) for s in ("val", "test")]
         if any(stray):
@@ -197,7 +218,7 @@ def discover(
                 f"{root} has {[p.name for p in stray if p]} but no train/ folder. Put the "
                 f"training images in {root}/train/<class>/."
             )
-        class_names, splits["train"] = read_split(root, None, min_classes)
+        class_names, splits["train"] = read_split(root, None, min_classes, skipped)
     if "test" not in splits and test_fraction > 0:
         splits["train"], splits["test"] = _stratified_split(splits["train"], test_fraction, seed)
     if "val" not in splits:

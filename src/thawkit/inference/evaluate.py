@@ -22,6 +22,7 @@ from sklearn.metrics import classification_report, confusion_matrix, precision_r
 from thawkit.config import schema as _schema  # noqa: F401 - registers its config schema
 from thawkit.data import folder
 from thawkit.data.digits import export_digits
+from thawkit.data.file_policy import log_skipped
 from thawkit.inference.outputs import output_path
 from thawkit.inference.predict import LoadedModel, load_checkpoint, predict_probabilities
 from thawkit.reporting.plots import confusion_figure, image_grid_figure, save_png, short
@@ -44,7 +45,10 @@ def training_root(model: LoadedModel) -> Path | None:
 
 
 def select_samples(
-    model: LoadedModel, root: str | os.PathLike | None = None, split: str = "auto"
+    model: LoadedModel,
+    root: str | os.PathLike | None = None,
+    split: str = "auto",
+    skipped: dict[str, str] | None = None,
 ) -> tuple[Path, str, list[folder.Sample]]:
     """Images to evaluate, labelled with the checkpoint's class indices.
 
@@ -54,6 +58,7 @@ def select_samples(
         split: `train`, `val`, `test`, `all` (every image under root), or `auto`: the test
             split if there is one, else the validation split. On a folder other than the
             training one that has no `train/` layout, `auto` means `all`.
+        skipped: receives what training's file policy left out ({path: reason}).
 
     Returns:
         The root, the split used and the (path, label) samples.
@@ -77,6 +82,7 @@ def select_samples(
         data.get("test_fraction") or 0.0,
         data.get("seed") or 0,
         min_classes=1,
+        skipped=skipped,
     )
     unknown = sorted(set(names) - set(model.class_names))
     if unknown:
@@ -218,16 +224,19 @@ def evaluate(
         The metrics written to `metrics.json`, with `output_dir` and the files written.
     """
     model = load_checkpoint(ckpt, device)
-    root, split, samples = select_samples(model, root, split)
+    ignored: dict[str, str] = {}  # what training's file policy leaves out
+    root, split, samples = select_samples(model, root, split, ignored)
+    log_skipped(ignored)
     default = default_output_dir(model, root, split)
     out = output_path(output_dir, default, "output_dir", overwrite, folder=True)
     if not samples:
         raise folder.DataError(f"No images to evaluate in the {split} split of {root}")
     paths = [Path(p) for p, _ in samples]
     probs_t, errors = predict_probabilities(model, paths, batch_size, num_workers, progress)
-    skipped = {str(p): e for p, e in zip(paths, errors, strict=True) if e}
-    for p, e in skipped.items():
+    unreadable = {str(p): e for p, e in zip(paths, errors, strict=True) if e}
+    for p, e in unreadable.items():
         log.warning("Skipping unreadable image %s (%s)", p, e)
+    skipped = {**ignored, **unreadable}
     keep = [i for i, e in enumerate(errors) if not e]
     if not keep:
         raise folder.DataError(f"None of the {len(paths)} images under {root} could be read")

@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from thawkit.config import schema as _schema  # noqa: F401 - registers its config schema
 from thawkit.console import quiet_loggers
-from thawkit.data.folder import IMG_EXTENSIONS, load_rgb
+from thawkit.data.file_policy import IMG_EXTENSIONS, log_skipped, scan_images
+from thawkit.data.folder import load_rgb
 from thawkit.data.transforms import as_preprocessing, eval_resize, eval_transform
 from thawkit.finetune.module import FineTuneModule
 from thawkit.inference.outputs import output_path
@@ -135,15 +136,19 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 
 def find_images(source: str | os.PathLike) -> list[Path]:
-    """One image file, or every image file under a folder (recursively, sorted)."""
+    """One image file, or every image file under a folder (recursively, sorted).
+
+    A folder is read by training's file policy (`thawkit.data.file_policy`): hidden and NAS
+    folders, AppleDouble `._x.jpg` files and dangling symlinks are left out, each named in the
+    log.
+    """
     source = Path(source).expanduser()
     if source.is_file():
         return [source]
     if not source.is_dir():
         raise FileNotFoundError(f"input={source} is neither an image file nor a folder")
-    files = sorted(
-        p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS
-    )
+    files, skipped = scan_images(source)
+    log_skipped(skipped)
     if not files:
         raise FileNotFoundError(
             f"input={source} holds no image files ({', '.join(IMG_EXTENSIONS)})"
