@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from PIL import Image
 
 from conftest import write_image
 from thawkit.data import ImageFolderDataModule
-from thawkit.data.file_policy import scan_images
+from thawkit.data.file_policy import ImageTooLarge, scan_images
+from thawkit.data.folder import DataError, load_rgb
 from thawkit.inference.evaluate import select_samples
 from thawkit.inference.predict import find_images
 
@@ -28,6 +31,12 @@ def _truncated(path: Path) -> None:
     data = path.with_suffix(".png").read_bytes()
     path.with_suffix(".png").unlink()
     path.write_bytes(data[: len(data) // 2])
+
+
+def _huge(path: Path) -> None:
+    # 100 million pixels: above PIL's warning size (89.5 M), below its error size; 1-bit, tiny.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("1", (10_000, 10_000)).save(path)
 
 
 def _dangling(path: Path) -> None:
@@ -76,12 +85,13 @@ TABLE = [
     ("bees/loop", _loop, UNLISTED),
     ("ants/truncated.jpg", _truncated, "truncated"),
     ("ants/zero.jpg", _zero, "zero-byte file"),
+    ("bees/huge.png", _huge, "too large"),
 ]
 # What the listing says: the ignored folder, not each file in it.
 LISTED_AS = {"ants/.thumbnails/t.jpg": "ants/.thumbnails", "ants/@eaDir/e.jpg": "ants/@eaDir",
              "bees/#recycle/r.jpg": "bees/#recycle", "bees/__MACOSX/m.jpg": "bees/__MACOSX",
              "#recycle/old.jpg": "#recycle", ".git/x.png": ".git"}  # fmt: skip
-BAD = {"truncated", "zero-byte file"}  # found by decoding (training's check)
+BAD = {"truncated", "zero-byte file", "too large"}  # found by decoding (training's check)
 
 
 @pytest.fixture
@@ -135,3 +145,20 @@ def test_predict_and_evaluate_read_the_folder_as_training_does(odd_folder: Path)
     _check(skipped, listed)
     found, left_out = scan_images(odd_folder)
     assert {str(p) for p in found} == images and left_out == skipped
+
+
+def test_image_above_the_bomb_limit_is_refused_by_name_not_decoded(odd_folder: Path) -> None:
+    huge = odd_folder / "bees" / "huge.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PIL's unnamed DecompressionBombWarning would raise
+        with pytest.raises(ImageTooLarge, match=r"10000 x 10000 = 100000000 pixels"):
+            load_rgb(huge)
+    dm = ImageFolderDataModule(
+        root=str(odd_folder),
+        preprocessing="test_efficientnet",
+        num_workers=0,
+        image_size=32,
+        on_bad_image="error",
+    )
+    with pytest.raises(DataError, match="huge.png: ImageTooLarge: too large"):
+        dm.setup()

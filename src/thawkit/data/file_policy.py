@@ -6,6 +6,10 @@
   ...) are never classes and never hold images of one: their files are left out.
 - Dot-files are metadata, never images: macOS's AppleDouble `._photo.jpg`, `.DS_Store`.
 - Files without an image extension (`labels.txt`, `notes.md`) are not images and not listed.
+- An image above PIL's decompression-bomb warning size (`PIL.Image.MAX_IMAGE_PIXELS`, 89.5
+  million pixels by default) is refused before it is decoded (`open_image`): the bad-image
+  check (`thawkit.data.folder.image_problem`) skips it by name, or fails under
+  `data.on_bad_image=error`.
 
 Everything that looks like an image but is left out (an ignored folder, a dot-file with an image
 extension, a dangling symlink) is returned with its reason by `scan_images`: the data module
@@ -17,9 +21,12 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
+
+from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +42,10 @@ IGNORED_FOLDERS = frozenset(
         "$RECYCLE.BIN", "System Volume Information", "__MACOSX", "lost+found",
     }
 )  # fmt: skip
+
+
+class ImageTooLarge(ValueError):
+    """An image above PIL's decompression-bomb limit: refused before decoding."""
 
 
 def ignored_folder(name: str) -> str | None:
@@ -105,3 +116,26 @@ def log_skipped(skipped: Mapping[str, str]) -> None:
         len(skipped),
         listing,
     )
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """`PIL.Image.open`, refusing an image above the decompression-bomb limit by name.
+
+    PIL would warn without naming the file and decode it in full (or fail above twice the
+    limit); the size is in the header, so nothing is decoded here.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(path)
+        except Image.DecompressionBombError as e:
+            raise ImageTooLarge(f"too large to decode safely: {e}") from None
+    width, height = img.size
+    if limit and width * height > limit:
+        img.close()
+        raise ImageTooLarge(
+            f"too large to decode safely: {width} x {height} = {width * height} pixels, above "
+            f"PIL's decompression-bomb limit of {limit} (PIL.Image.MAX_IMAGE_PIXELS)"
+        )
+    return img

@@ -17,6 +17,7 @@ from thawkit.data.file_policy import (
     IMG_EXTENSIONS,
     has_image_extension,
     ignored_folder,
+    open_image,
     scan_images,
 )
 
@@ -56,7 +57,7 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
 
     Grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit images all become 3-channel uint8.
     """
-    with Image.open(path) as img:
+    with open_image(path) as img:  # refuses an image above PIL's decompression-bomb limit
         img.load()
         return _to_rgb(img)
 
@@ -242,7 +243,7 @@ def image_problem(path: str) -> str | None:
     try:
         if os.path.getsize(path) == 0:
             return "zero-byte file"
-        with Image.open(path) as img:
+        with open_image(path) as img:  # an image too large is refused by its header
             img.draft(None, (_CHECK_DRAFT_SIZE, _CHECK_DRAFT_SIZE))  # no-op for non-JPEG
             img.load()
             _to_rgb(img)
