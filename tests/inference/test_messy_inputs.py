@@ -153,3 +153,43 @@ def test_predict_and_evaluate_never_overwrite_an_earlier_result(trained, tmp_pat
     out = Path(one["files"]["metrics"]).parent
     with pytest.raises(FileExistsError, match="output_dir=.*overwrite=true"):
         evaluate(ckpt, root=tmp_path / "data" / "base", output_dir=out, progress=False)
+
+
+def _predict_cfg(ckpt: Path, source: Path, out: Path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from conftest import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        return compose("predict", [f"ckpt={ckpt}", f"input={source}", f"output={out}"])
+
+
+def test_predict_fails_when_nothing_could_be_read(trained, tmp_path: Path) -> None:
+    from thawkit.data.folder import DataError
+    from thawkit.inference.predict import main as predict_main
+
+    ckpt, _ = trained
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for name in ("a.jpg", "b.png", "c.webp"):
+        (folder / name).write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"None of the 3 image file\(s\)"):
+        predict_main(_predict_cfg(ckpt, folder, tmp_path / "p.csv"))
+    assert not (tmp_path / "p.csv").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no image files"):
+        predict_main(_predict_cfg(ckpt, tmp_path / "empty", tmp_path / "q.csv"))
+
+
+def test_predict_counts_predictions_without_the_unreadable(trained, tmp_path, capfd) -> None:
+    from thawkit.inference.predict import main as predict_main
+
+    ckpt, root = trained
+    folder = _odd_names_folder(root, tmp_path / "odd")
+    out = tmp_path / "p.csv"
+    predict_main(_predict_cfg(ckpt, folder, out))
+    printed = capfd.readouterr().out
+    assert f"Wrote 2 predictions and 1 unreadable file(s) to {out}" in printed
+    assert len(_read_csv(out)) == 3

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from thawkit.config import schema as _schema  # noqa: F401 - registers its config schema
 from thawkit.console import quiet_loggers
 from thawkit.data.file_policy import IMG_EXTENSIONS, log_skipped, scan_images
-from thawkit.data.folder import load_rgb
+from thawkit.data.folder import DataError, load_rgb
 from thawkit.data.transforms import as_preprocessing, eval_resize, eval_transform
 from thawkit.finetune.module import FineTuneModule
 from thawkit.inference.outputs import output_path
@@ -287,6 +287,12 @@ def predict(
     for path, err in zip(paths, errors, strict=True):
         if err:
             log.warning("Skipping unreadable image %s (%s)", path, err)
+    if all(errors):
+        listing = "\n".join(f"  {p}: {e}" for p, e in list(zip(paths, errors, strict=True))[:10])
+        raise DataError(
+            f"None of the {len(paths)} image file(s) of input={source} could be read, so "
+            f"nothing was predicted:\n{listing}\nReplace or convert them (see the warnings)."
+        )
     k = min(top_k, len(model.class_names))
     predictions = rank(probs, model.class_names, paths, errors, k)
     return predictions, write_csv(predictions, k, csv_path)
@@ -301,7 +307,10 @@ def format_prediction(p: Prediction) -> str:
 
 
 def main(cfg: DictConfig) -> list[Prediction]:
-    """The `predict.py` entry (src/thawkit/conf/predict.yaml): predict, print, write the CSV."""
+    """The `predict.py` entry (src/thawkit/conf/predict.yaml): predict, print, write the CSV.
+
+    Raises (the command exits non-zero) when no image was found or none could be read.
+    """
     bytes_safe_streams()
     predictions, csv_path = predict(
         cfg.ckpt,
@@ -319,5 +328,13 @@ def main(cfg: DictConfig) -> list[Prediction]:
         print(format_prediction(p))
     if len(shown) < len(predictions):
         print(f"... {len(predictions) - len(shown)} more in the CSV")
-    print(f"Wrote {len(predictions)} predictions to {csv_path}")
+    unreadable = sum(1 for p in predictions if p.error)
+    if unreadable:
+        log.warning(
+            "%d of %d file(s) could not be read; the CSV lists each with its error",
+            unreadable,
+            len(predictions),
+        )
+    rows = f" and {unreadable} unreadable file(s)" if unreadable else ""
+    print(f"Wrote {len(predictions) - unreadable} predictions{rows} to {csv_path}")
     return predictions
