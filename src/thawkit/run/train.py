@@ -25,9 +25,9 @@ from thawkit.finetune.auto import resolve_auto
 from thawkit.finetune.ddp import check_strategy
 from thawkit.finetune.module import FineTuneModule
 from thawkit.models.backbone import resolve_preprocessing
-from thawkit.reporting.summary import RunSummary
+from thawkit.reporting.summary import RunSummary, write_setup_failure
 from thawkit.run.lifecycle import AtomicCheckpointIO, RunGuard
-from thawkit.run.rundir import check_checkpoint_fits, prepare_run_dir
+from thawkit.run.rundir import RunDirError, check_checkpoint_fits, prepare_run_dir
 from thawkit.seeding import StepSeeds, resolve_seed
 from thawkit.transfer.domain import DomainAdaptation
 
@@ -144,9 +144,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         it).
         thawkit.run.rundir.RunDirError: nothing to resume, or the run dir holds another run.
     """
-    validate(cfg)
-    cfg = prepare_run_dir(cfg)
-    datamodule, model, trainer = build(cfg)
+    try:
+        validate(cfg)
+        cfg = prepare_run_dir(cfg)
+        datamodule, model, trainer = build(cfg)
+    except RunDirError:
+        raise  # the dir is another run's: nothing is written into it
+    except Exception as e:  # config, data or model: the run dir still says why
+        write_setup_failure(cfg.paths.output_dir, e)
+        raise
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
         check_checkpoint_fits(
