@@ -27,6 +27,7 @@ from thawkit.finetune.module import FineTuneModule
 from thawkit.models.backbone import resolve_preprocessing
 from thawkit.reporting.summary import RunSummary, write_setup_failure
 from thawkit.run.lifecycle import AtomicCheckpointIO, RunGuard
+from thawkit.run.preflight import preflight
 from thawkit.run.rundir import RunDirError, check_checkpoint_fits, prepare_run_dir
 from thawkit.seeding import StepSeeds, resolve_seed
 from thawkit.transfer.domain import DomainAdaptation
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Trainer]:
     """Instantiate data, model, callbacks, logger and trainer from a composed config."""
     validate(cfg)  # every config error, before any data is read
+    preflight(cfg)  # weights file, writable run dir: before the image scan
     seed = resolve_seed(cfg.get("seed"))
     if cfg.get("seed") is not None:
         L.seed_everything(seed, workers=True)
