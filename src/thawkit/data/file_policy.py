@@ -14,7 +14,8 @@
 Everything that looks like an image but is left out (an ignored folder, a dot-file with an image
 extension, a dangling symlink) is returned with its reason by `scan_images`: the data module
 records it in `summary.json["skipped_files"]` beside the unreadable files, evaluate in
-`metrics.json`, and each is named in the log. docs/data.md describes the policy for users.
+`metrics.json`, and each is named in the log. docs/troubleshooting.md ("Which files count as
+images") describes the policy for users.
 """
 
 from __future__ import annotations
