@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
+import pytest
+
 from conftest import make_image_folder
 from thawkit.data import ImageFolderDataModule
+from thawkit.data.folder import DataError, discover
 
 
 def _dm(root: Path) -> ImageFolderDataModule:
@@ -34,3 +38,9 @@ def test_single_image_class_of_a_flat_folder_is_named(tmp_path: Path, caplog) ->
     assert dm.class_counts["val"]["lonely"] == 0 and dm.class_counts["train"]["lonely"] == 1
     assert dm.classes_without_images == {"val": ["lonely"]}
     assert "['lonely']" in caplog.text and "at least 2" in caplog.text
+
+
+def test_class_folder_name_that_is_not_utf8_is_refused_by_name(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "a", {"a": 3, os.fsdecode(b"b\xff"): 3}, ())
+    with pytest.raises(DataError, match=r"b\\xff'.*not valid UTF-8.*Rename it"):
+        discover(root)

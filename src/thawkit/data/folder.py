@@ -73,6 +73,14 @@ def image_files(folder: Path, skipped: dict[str, str] | None = None) -> list[Pat
     return files
 
 
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes, held as surrogate escapes
+        return False
+    return True
+
+
 def _class_dirs(folder: Path, skipped: dict[str, str] | None) -> list[Path]:
     dirs = []
     for p in sorted(folder.iterdir()):
@@ -108,6 +116,13 @@ def read_split(
             f"({folder}/<class_name>/*.jpg); the subfolder names are the labels."
         )
     names = [d.name for d in dirs]
+    for name in names:
+        if not _is_utf8(name):
+            raise DataError(
+                f"Class folder {os.fsencode(folder / name)!r} has a name that is not valid UTF-8; "
+                "the folder names become the class labels (checkpoint, plots, TensorBoard, "
+                "reports). Rename it, e.g. with `convmv -f latin1 -t utf8 --notest`."
+            )
     if class_names is None:
         class_names = names
         if len(names) < min_classes:
