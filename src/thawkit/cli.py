@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from thawkit import CONF_DIR, __version__
 from thawkit.config.overrides import check_command_line
+from thawkit.config.quoting import check_quoting
 from thawkit.console import quiet_lightning
 
 # Subcommand -> (the function it runs, its config in CONF_DIR (None: not a Hydra command), help).
@@ -52,6 +53,7 @@ def _load(target: str) -> Callable[..., Any]:
 def run_hydra(name: str, args: Sequence[str]) -> None:
     """Run subcommand `name` as a Hydra app on `args` (overrides and Hydra flags)."""
     target, config_name, _ = COMMANDS[name]
+    check_quoting(args)  # a hint where Hydra's lexer gives none (non-ASCII values)
     run = _load(target)  # imported first: it registers the resolvers its config uses
     # A mistyped key gets "did you mean" (Hydra would advise adding it with +).
     check_command_line(config_name, args)

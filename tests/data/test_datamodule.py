@@ -107,7 +107,9 @@ def test_on_bad_image_error_fails_before_training(tmp_path: Path) -> None:
     for path in bad.values():
         assert str(path) in str(err.value)
     assert "data.on_bad_image=skip" in str(err.value)
-    assert not (Path(cfg.paths.output_dir) / "summary.json").exists()
+    # The failure is recorded (docs/troubleshooting.md), and nothing trained.
+    summary = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
+    assert summary["status"] == "failed" and "2 unreadable image" in summary["error"]
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
 
 

@@ -247,3 +247,15 @@ def test_real_backbone_on_photos_cached_head_equals_full_forward(tmp_path: Path)
             assert _extracted(trainer, "train") == [0]
     for name, a in heads[0].items():
         assert torch.allclose(a, heads[1][name], atol=1e-5, rtol=0), name
+
+
+def test_cache_keys_take_a_non_utf8_file_name(tmp_path: Path) -> None:
+
+    from thawkit.data.feature_store import cache_key, files_digest
+
+    odd = tmp_path / os.fsdecode(b"bad\xff.png")
+    odd.write_bytes(b"x")
+    other = tmp_path / os.fsdecode(b"bad\xfe.png")
+    other.write_bytes(b"x")
+    assert files_digest([(str(odd), 0)]) != files_digest([(str(other), 0)])
+    assert len(cache_key(files=str(odd))) == 40

@@ -9,7 +9,7 @@ import thawkit.data
 
 # What data may use: itself, models, config, and the foundation modules at the top level.
 ALLOWED = ("thawkit.data", "thawkit.models", "thawkit.config", "thawkit.seeding",
-           "thawkit.atomic", "thawkit.console", "thawkit.compat")  # fmt: skip
+           "thawkit.atomic", "thawkit.console", "thawkit.compat", "thawkit.textio")  # fmt: skip
 
 
 def _thawkit_imports(path: Path) -> list[str]:

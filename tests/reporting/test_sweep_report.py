@@ -185,3 +185,12 @@ def test_auto_runs_show_the_strategy_auto_picked(tmp_path: Path) -> None:
     rows = {r["job"]: r for r in report.collect(tmp_path)}
     assert rows[run.name]["strategy"] == "auto (two_phase)"
     assert rows[other.name]["strategy"] == "full"
+
+
+def test_a_run_that_failed_during_setup_is_a_failed_row(tmp_path: Path) -> None:
+    run = tmp_path / "0_strategy=full"
+    run.mkdir()
+    failed = {"status": "failed", "error": "DataError: x", "stage": "setup"}
+    (run / "summary.json").write_text(json.dumps(failed))
+    [row] = [report.read_run(r, tmp_path) for r in report.find_runs(tmp_path)]
+    assert row["status"] == "failed"

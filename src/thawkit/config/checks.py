@@ -138,7 +138,9 @@ def _check_ranges(cfg: DictConfig, errors: list[str]) -> None:
 def _check_backbone(name: str, errors: list[str]) -> bool:
     if name in TORCHVISION_BACKBONES or timm.is_model(name):
         return True
-    close = difflib.get_close_matches(name, timm.list_models() + list(TORCHVISION_BACKBONES), n=3)
+    # timm and torchvision share names (resnet50): each name once.
+    known = sorted(set(timm.list_models()) | set(TORCHVISION_BACKBONES))
+    close = difflib.get_close_matches(name, known, n=3)
     hint = f" Closest names: {close}." if close else ""
     errors.append(
         f"model.backbone={name!r} is not a known backbone. Use a timm model name "

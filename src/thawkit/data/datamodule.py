@@ -24,6 +24,7 @@ from thawkit.data import folder
 from thawkit.data.counts import counts_table, split_class_counts
 from thawkit.data.datasets import ImageDataset
 from thawkit.data.digits import DEFAULT_ROOT, export_digits
+from thawkit.data.file_policy import log_skipped
 from thawkit.data.image_cache import ImageCache
 from thawkit.data.imbalance import (
     SeededWeightedSampler,
@@ -65,7 +66,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         val_fraction, test_fraction: stratified fractions of the folder split off when there
             is no `val/` (or `test/`) folder.
         seed: seed of splits and of the weighted sampler.
-        on_bad_image: `skip` (warn, name each file, record it) or `error` (fail, list all).
+        on_bad_image: `skip` (warn, name each file, record it) or `error` (fail, list all):
+            unreadable files and images above PIL's decompression-bomb limit. What the file
+            policy leaves out (`thawkit.data.file_policy`) is recorded in `skipped_files` too.
         check_images: decode every file once at setup (turning it off saves the setup time
             but a broken file then stops training when it is reached).
         augment: keyword arguments of `thawkit.data.transforms.train_transform`.
@@ -138,6 +141,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.class_names: list[str] = []
         self.splits: dict[str, list[folder.Sample]] = {}
         self.skipped_files: dict[str, str] = {}
+        # {split: class names without images there} for val and test (summary.json records it)
+        self.classes_without_images: dict[str, list[str]] = {}
         self.check_time_s = 0.0
         self.mixer: BatchMixer | None = None
         # Set by thawkit.run.speed.SpeedOptions: decoded images held in memory, and the
@@ -163,12 +168,20 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def _scan(self) -> None:
         root = self.root if self.root is not None else str(export_digits(self.digits_root))
+        ignored: dict[str, str] = {}  # what the file policy left out (thawkit.data.file_policy)
         self.class_names, splits = folder.discover(
-            root, self.val_fraction, self.test_fraction, self.seed
+            root, self.val_fraction, self.test_fraction, self.seed, skipped=ignored
         )
+        log_skipped(ignored)
         if self.check_images:
             splits = self._drop_bad_images(root, splits)
+        self.skipped_files = {**ignored, **self.skipped_files}
         self.splits = splits
+        for split in ("val", "test"):
+            missing = folder.classes_without_images(self.class_names, splits.get(split, ()))
+            if split in splits and missing:
+                self.classes_without_images[split] = missing
+                folder.warn_classes_without_images(split, missing)
         self.mixer = BatchMixer(num_classes=self.num_classes, **self.mix_cfg)
         log.info("Images per class:\n%s", counts_table(self.class_counts))
         self._scan_target()

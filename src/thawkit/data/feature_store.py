@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torchvision.transforms import v2 as T
 
+from thawkit.textio import ERRORS
+
 # Transforms that map an image to the same output every time; any other transform is random.
 _DETERMINISTIC = (
     T.Compose, T.Resize, T.CenterCrop, T.ToImage, T.ToDtype, T.Normalize, T.ToPureTensor,
@@ -44,14 +46,15 @@ def files_digest(samples: Sequence[tuple[str, int]]) -> str:
     h = hashlib.blake2b(digest_size=16)
     for path, label in samples:
         st = os.stat(path)
-        h.update(f"{path}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        # A file name that is not UTF-8 keeps its own bytes (thawkit.textio).
+        h.update(f"{path}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", ERRORS))
     return h.hexdigest()
 
 
 def cache_key(**parts: Any) -> str:
     """One key over every part that determines the features (order-independent)."""
     text = "\n".join(f"{k}={parts[k]}" for k in sorted(parts))
-    return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
+    return hashlib.blake2b(text.encode("utf-8", ERRORS), digest_size=20).hexdigest()
 
 
 def is_random(transform: Any) -> bool:

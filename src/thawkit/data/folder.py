@@ -13,11 +13,16 @@ import numpy as np
 from PIL import Image, ImageOps
 from rich.progress import track
 
+from thawkit.data.file_policy import (
+    IMG_EXTENSIONS,
+    has_image_extension,
+    ignored_folder,
+    open_image,
+    scan_images,
+)
+
 log = logging.getLogger(__name__)
 
-IMG_EXTENSIONS = (
-    ".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif",
-)  # fmt: skip
 # Accepted names of the split folders; the first is the canonical split name.
 SPLIT_FOLDERS = {
     "train": ("train", "training"),
@@ -52,43 +57,72 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
 
     Grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit images all become 3-channel uint8.
     """
-    with Image.open(path) as img:
+    with open_image(path) as img:  # refuses an image above PIL's decompression-bomb limit
         img.load()
         return _to_rgb(img)
 
 
-def _is_image_file(p: Path) -> bool:
-    # Dot-files are OS metadata (macOS `._x.jpg` resource forks, `.DS_Store`), never images.
-    return p.suffix.lower() in IMG_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+def image_files(folder: Path, skipped: dict[str, str] | None = None) -> list[Path]:
+    """Image files under `folder`, nested subfolders included, sorted (`file_policy`).
+
+    What the policy leaves out is added to `skipped` ({path: reason}) when it is given.
+    """
+    files, left_out = scan_images(folder)
+    if skipped is not None:
+        skipped.update(left_out)
+    return files
 
 
-def image_files(folder: Path) -> list[Path]:
-    """Image files under `folder`, nested subfolders included, sorted; other files ignored."""
-    return sorted(p for p in folder.rglob("*") if _is_image_file(p))
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes, held as surrogate escapes
+        return False
+    return True
 
 
-def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _class_dirs(folder: Path, skipped: dict[str, str] | None) -> list[Path]:
+    dirs = []
+    for p in sorted(folder.iterdir()):
+        if not p.is_dir():
+            continue
+        why = ignored_folder(p.name)
+        if why is None:
+            dirs.append(p)
+        elif skipped is not None:
+            skipped[str(p)] = why
+    return dirs
 
 
 def read_split(
-    folder: Path, class_names: Sequence[str] | None, min_classes: int = 2
+    folder: Path,
+    class_names: Sequence[str] | None,
+    min_classes: int = 2,
+    skipped: dict[str, str] | None = None,
 ) -> tuple[list[str], list[Sample]]:
     """Class names and samples of one folder of class folders.
 
-    With `class_names` (the training split's), the folder's classes must be among them; a
-    class without a folder is warned about. Without, the folder's class folders are the
-    classes (at least `min_classes`).
+    With `class_names` (the training split's), the folder's classes must be among them (a
+    class without a folder: see `classes_without_images`). Without, the folder's class folders
+    are the classes (at least `min_classes`). What the file policy leaves out goes into
+    `skipped` ({path: reason}) when it is given.
     """
-    dirs = _class_dirs(folder)
+    dirs = _class_dirs(folder, skipped)
     if not dirs:
-        loose = [p.name for p in folder.iterdir() if _is_image_file(p)][:3]
+        loose = [p.name for p in folder.iterdir() if has_image_extension(p) and p.is_file()][:3]
         hint = f" It holds images directly ({', '.join(loose)}, ...)." if loose else ""
         raise DataError(
             f"{folder} has no class folders.{hint} Put each class's images in its own subfolder "
             f"({folder}/<class_name>/*.jpg); the subfolder names are the labels."
         )
     names = [d.name for d in dirs]
+    for name in names:
+        if not _is_utf8(name):
+            raise DataError(
+                f"Class folder {os.fsencode(folder / name)!r} has a name that is not valid UTF-8; "
+                "the folder names become the class labels (checkpoint, plots, TensorBoard, "
+                "reports). Rename it, e.g. with `convmv -f latin1 -t utf8 --notest`."
+            )
     if class_names is None:
         class_names = names
         if len(names) < min_classes:
@@ -105,12 +139,9 @@ def read_split(
                 f"Add training images for them under {train_dir}/<class>/, or remove them "
                 f"from {folder}."
             )
-        absent = sorted(set(class_names) - set(names))
-        if absent:
-            log.warning("%s has no folder for class(es) %s: they are not evaluated", folder, absent)
     samples: list[Sample] = []
     for d in dirs:
-        files = image_files(d)
+        files = image_files(d, skipped)
         if not files:
             raise DataError(
                 f"Class folder {d} contains no images ({', '.join(IMG_EXTENSIONS)}). "
@@ -119,6 +150,24 @@ def read_split(
         label = class_names.index(d.name)
         samples += [(str(f), label) for f in files]
     return list(class_names), samples
+
+
+def classes_without_images(class_names: Sequence[str], samples: Sequence[Sample]) -> list[str]:
+    """The classes that have no sample in `samples` (a split): macro averages leave them out."""
+    present = {y for _, y in samples}
+    return [c for i, c in enumerate(class_names) if i not in present]
+
+
+def warn_classes_without_images(split: str, missing: Sequence[str]) -> None:
+    """Name the classes a split has no images of (they are not evaluated in it)."""
+    if missing:
+        log.warning(
+            "The %s split has no images of class(es) %s: they are not evaluated in it, and its "
+            "macro averages leave them out (a split cut off by a fraction holds out an image of "
+            "a class only when the class has at least 2)",
+            split,
+            list(missing),
+        )
 
 
 def _stratified_split(
@@ -153,10 +202,13 @@ def discover(
     test_fraction: float = 0.0,
     seed: int = 0,
     min_classes: int = 2,
+    skipped: dict[str, str] | None = None,
 ) -> tuple[list[str], dict[str, list[Sample]]]:
     """Find classes and samples of every split.
 
     `min_classes` is 2 for training; evaluating a trained model may use a folder of fewer.
+    `skipped` ({path: reason}), when given, receives what the file policy left out
+    (`thawkit.data.file_policy`).
 
     Layouts: `root/{train,val[,test]}/<class>/...` (also `valid/`, `validation/`), or
     `root/<class>/...` split by stratified fractions (val_fraction, test_fraction). A `train/`
@@ -170,11 +222,11 @@ def discover(
     splits: dict[str, list[Sample]] = {}
     train_dir = _split_folder(root, "train")
     if train_dir is not None:
-        class_names, splits["train"] = read_split(train_dir, None, min_classes)
+        class_names, splits["train"] = read_split(train_dir, None, min_classes, skipped)
         for split in ("val", "test"):
             folder = _split_folder(root, split)
             if folder is not None:
-                _, splits[split] = read_split(folder, class_names)
+                _, splits[split] = read_split(folder, class_names, skipped=skipped)
     else:
         stray = [_split_folder(root, s) for s in ("val", "test")]
         if any(stray):
@@ -182,7 +234,7 @@ def discover(
                 f"{root} has {[p.name for p in stray if p]} but no train/ folder. Put the "
                 f"training images in {root}/train/<class>/."
             )
-        class_names, splits["train"] = read_split(root, None, min_classes)
+        class_names, splits["train"] = read_split(root, None, min_classes, skipped)
     if "test" not in splits and test_fraction > 0:
         splits["train"], splits["test"] = _stratified_split(splits["train"], test_fraction, seed)
     if "val" not in splits:
@@ -206,7 +258,7 @@ def image_problem(path: str) -> str | None:
     try:
         if os.path.getsize(path) == 0:
             return "zero-byte file"
-        with Image.open(path) as img:
+        with open_image(path) as img:  # an image too large is refused by its header
             img.draft(None, (_CHECK_DRAFT_SIZE, _CHECK_DRAFT_SIZE))  # no-op for non-JPEG
             img.load()
             _to_rgb(img)

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import torch
 
 from thawkit.data import folder
+from thawkit.data.file_policy import log_skipped
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,9 @@ def unlabelled_targets(target_root: str, check_images: bool = True) -> list[fold
             f"da.target_root={root} is not a folder. Point it at a folder of target-"
             "domain images (the shifted digits: python -m thawkit.data.shifted_digits)."
         )
-    paths = [str(p) for p in folder.image_files(root)]
+    ignored: dict[str, str] = {}
+    paths = [str(p) for p in folder.image_files(root, ignored)]
+    log_skipped(ignored)
     bad = _unreadable(paths, check_images)
     paths = [p for p in paths if p not in bad]
     if not paths:

@@ -22,8 +22,11 @@ from sklearn.metrics import classification_report, confusion_matrix, precision_r
 from thawkit.config import schema as _schema  # noqa: F401 - registers its config schema
 from thawkit.data import folder
 from thawkit.data.digits import export_digits
+from thawkit.data.file_policy import log_skipped
+from thawkit.inference.outputs import output_path
 from thawkit.inference.predict import LoadedModel, load_checkpoint, predict_probabilities
 from thawkit.reporting.plots import confusion_figure, image_grid_figure, save_png, short
+from thawkit.textio import bytes_safe_streams, open_text
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,10 @@ def training_root(model: LoadedModel) -> Path | None:
 
 
 def select_samples(
-    model: LoadedModel, root: str | os.PathLike | None = None, split: str = "auto"
+    model: LoadedModel,
+    root: str | os.PathLike | None = None,
+    split: str = "auto",
+    skipped: dict[str, str] | None = None,
 ) -> tuple[Path, str, list[folder.Sample]]:
     """Images to evaluate, labelled with the checkpoint's class indices.
 
@@ -52,6 +58,7 @@ def select_samples(
         split: `train`, `val`, `test`, `all` (every image under root), or `auto`: the test
             split if there is one, else the validation split. On a folder other than the
             training one that has no `train/` layout, `auto` means `all`.
+        skipped: receives what training's file policy left out ({path: reason}).
 
     Returns:
         The root, the split used and the (path, label) samples.
@@ -75,6 +82,7 @@ def select_samples(
         data.get("test_fraction") or 0.0,
         data.get("seed") or 0,
         min_classes=1,
+        skipped=skipped,
     )
     unknown = sorted(set(names) - set(model.class_names))
     if unknown:
@@ -136,6 +144,24 @@ def classification_metrics(
     }
 
 
+def evaluation_report(labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> str:
+    """scikit-learn's per-class report over the classes evaluated, so that its macro average is
+    `metrics.json`'s; a line names the classes without images."""
+    present = sorted(set(labels.tolist()))
+    report = classification_report(
+        labels,
+        probs.argmax(axis=1),
+        labels=present,
+        target_names=[class_names[i] for i in present],
+        digits=3,
+        zero_division=0,
+    )
+    absent = [c for i, c in enumerate(class_names) if i not in present]
+    if absent:
+        report += f"\nNot evaluated (no images in this split, left out of the averages): {absent}\n"
+    return report
+
+
 def top_losses_figure(
     paths: list[str],
     labels: np.ndarray,
@@ -177,6 +203,7 @@ def evaluate(
     top_losses: int = 16,
     device: str = "auto",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint and write metrics, report, predictions and figures.
 
@@ -185,24 +212,31 @@ def evaluate(
         root: image folder (class folders, or train/val/test of class folders); None = the
             folder the checkpoint was trained on.
         split: see `select_samples`.
-        output_dir: where results go; None = `<run dir>/eval/<folder>-<split>`.
+        output_dir: where results go; None = `<run dir>/eval/<folder>-<split>` (numbered
+            `-2`, `-3` when taken: `thawkit.inference.outputs`).
         batch_size, num_workers: DataLoader settings.
         top_losses: images in the top-losses grid.
         device: `auto`, `cpu` or `cuda`.
         progress: show a progress bar.
+        overwrite: write into an `output_dir` that holds an earlier result (else refused).
 
     Returns:
         The metrics written to `metrics.json`, with `output_dir` and the files written.
     """
     model = load_checkpoint(ckpt, device)
-    root, split, samples = select_samples(model, root, split)
+    ignored: dict[str, str] = {}  # what training's file policy leaves out
+    root, split, samples = select_samples(model, root, split, ignored)
+    log_skipped(ignored)
+    default = default_output_dir(model, root, split)
+    out = output_path(output_dir, default, "output_dir", overwrite, folder=True)
     if not samples:
         raise folder.DataError(f"No images to evaluate in the {split} split of {root}")
     paths = [Path(p) for p, _ in samples]
     probs_t, errors = predict_probabilities(model, paths, batch_size, num_workers, progress)
-    skipped = {str(p): e for p, e in zip(paths, errors, strict=True) if e}
-    for p, e in skipped.items():
+    unreadable = {str(p): e for p, e in zip(paths, errors, strict=True) if e}
+    for p, e in unreadable.items():
         log.warning("Skipping unreadable image %s (%s)", p, e)
+    skipped = {**ignored, **unreadable}
     keep = [i for i, e in enumerate(errors) if not e]
     if not keep:
         raise folder.DataError(f"None of the {len(paths)} images under {root} could be read")
@@ -211,7 +245,8 @@ def evaluate(
     kept_paths = [str(paths[i]) for i in keep]
     names = model.class_names
 
-    out = Path(output_dir) if output_dir else default_output_dir(model, root, split)
+    missing = folder.classes_without_images(names, [("", y) for y in labels])
+    folder.warn_classes_without_images(split, missing)
     out.mkdir(parents=True, exist_ok=True)
     metrics = {
         "ckpt": str(model.path),
@@ -220,15 +255,9 @@ def evaluate(
         "class_names": names,
         **classification_metrics(labels, probs, names),
         "skipped_files": skipped,
+        "classes_without_images": missing,
     }
-    report = classification_report(
-        labels,
-        probs.argmax(axis=1),
-        labels=list(range(len(names))),
-        target_names=names,
-        digits=3,
-        zero_division=0,
-    )
+    report = evaluation_report(labels, probs, names)
     (out / "report.txt").write_text(report)
     _write_predictions(out / "predictions.csv", kept_paths, labels, probs, names)
     fig = confusion_figure(metrics["confusion_matrix"], names, f"{root.name} ({split})")
@@ -253,7 +282,7 @@ def _write_predictions(
     path: Path, paths: list[str], labels: np.ndarray, probs: np.ndarray, names: list[str]
 ) -> None:
     preds = probs.argmax(axis=1)
-    with path.open("w", newline="") as f:
+    with open_text(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "true", "predicted", "confidence", "prob_true", "loss", "correct"])
         for i, p in enumerate(paths):
@@ -273,6 +302,7 @@ def _write_predictions(
 
 def main(cfg: DictConfig) -> dict[str, Any]:
     """The `evaluate.py` entry (conf/evaluate.yaml): evaluate, print the report, write files."""
+    bytes_safe_streams()
     metrics = evaluate(
         cfg.ckpt,
         root=cfg.data.root,
@@ -283,6 +313,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         top_losses=cfg.top_losses,
         device=cfg.device,
         progress=cfg.progress,
+        overwrite=cfg.overwrite,
     )
     print(f"{metrics['data_root']} ({metrics['split']}): {metrics['num_images']} images")
     print(metrics["report"])

@@ -22,10 +22,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from thawkit.config import schema as _schema  # noqa: F401 - registers its config schema
 from thawkit.console import quiet_loggers
-from thawkit.data.folder import IMG_EXTENSIONS, load_rgb
+from thawkit.data.file_policy import IMG_EXTENSIONS, log_skipped, scan_images
+from thawkit.data.folder import DataError, load_rgb
 from thawkit.data.transforms import as_preprocessing, eval_resize, eval_transform
 from thawkit.finetune.module import FineTuneModule
+from thawkit.inference.outputs import output_path
 from thawkit.models.backbone import Preprocessing
+from thawkit.textio import bytes_safe_streams, open_text
 
 log = logging.getLogger(__name__)
 
@@ -133,15 +136,19 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 
 def find_images(source: str | os.PathLike) -> list[Path]:
-    """One image file, or every image file under a folder (recursively, sorted)."""
+    """One image file, or every image file under a folder (recursively, sorted).
+
+    A folder is read by training's file policy (`thawkit.data.file_policy`): hidden and NAS
+    folders, AppleDouble `._x.jpg` files and dangling symlinks are left out, each named in the
+    log.
+    """
     source = Path(source).expanduser()
     if source.is_file():
         return [source]
     if not source.is_dir():
         raise FileNotFoundError(f"input={source} is neither an image file nor a folder")
-    files = sorted(
-        p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS
-    )
+    files, skipped = scan_images(source)
+    log_skipped(skipped)
     if not files:
         raise FileNotFoundError(
             f"input={source} holds no image files ({', '.join(IMG_EXTENSIONS)})"
@@ -221,10 +228,13 @@ def rank(
 
 
 def write_csv(predictions: Sequence[Prediction], k: int, path: str | os.PathLike) -> Path:
-    """CSV with columns path, class_1, prob_1, ..., class_k, prob_k, error."""
+    """CSV with columns path, class_1, prob_1, ..., class_k, prob_k, error.
+
+    File names keep their own bytes, also those that are not UTF-8 (`thawkit.textio`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
+    with open_text(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
             ["path"] + [c for r in range(1, k + 1) for c in (f"class_{r}", f"prob_{r}")] + ["error"]
@@ -248,6 +258,7 @@ def predict(
     num_workers: int = 0,
     device: str = "auto",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> tuple[list[Prediction], Path]:
     """Predict the classes of an image or of every image under a folder; write a CSV.
 
@@ -255,10 +266,12 @@ def predict(
         ckpt: a thawkit checkpoint.
         source: an image file or a folder of images (searched recursively).
         top_k: classes reported per image.
-        output: the CSV; None = `<run dir>/predictions/<input name>.csv`.
+        output: the CSV; None = `<run dir>/predictions/<input name>.csv` (numbered `-2`, `-3`
+            when taken: `thawkit.inference.outputs`).
         batch_size, num_workers: DataLoader settings.
         device: `auto`, `cpu` or `cuda`.
         progress: show a progress bar.
+        overwrite: replace an existing `output` (else it is refused).
 
     Returns:
         The predictions and the CSV path.
@@ -266,15 +279,22 @@ def predict(
     if top_k < 1:
         raise ValueError(f"top_k={top_k} must be >= 1")
     model = load_checkpoint(ckpt, device)
+    name = Path(source).expanduser().resolve().name or "input"
+    default = model.run_dir / "predictions" / f"{Path(name).stem}.csv"
+    csv_path = output_path(output, default, "output", overwrite)
     paths = find_images(source)
     probs, errors = predict_probabilities(model, paths, batch_size, num_workers, progress)
     for path, err in zip(paths, errors, strict=True):
         if err:
             log.warning("Skipping unreadable image %s (%s)", path, err)
+    if all(errors):
+        listing = "\n".join(f"  {p}: {e}" for p, e in list(zip(paths, errors, strict=True))[:10])
+        raise DataError(
+            f"None of the {len(paths)} image file(s) of input={source} could be read, so "
+            f"nothing was predicted:\n{listing}\nReplace or convert them (see the warnings)."
+        )
     k = min(top_k, len(model.class_names))
     predictions = rank(probs, model.class_names, paths, errors, k)
-    name = Path(source).expanduser().resolve().name or "input"
-    csv_path = Path(output) if output else model.run_dir / "predictions" / f"{Path(name).stem}.csv"
     return predictions, write_csv(predictions, k, csv_path)
 
 
@@ -287,7 +307,11 @@ def format_prediction(p: Prediction) -> str:
 
 
 def main(cfg: DictConfig) -> list[Prediction]:
-    """The `predict.py` entry (src/thawkit/conf/predict.yaml): predict, print, write the CSV."""
+    """The `predict.py` entry (src/thawkit/conf/predict.yaml): predict, print, write the CSV.
+
+    Raises (the command exits non-zero) when no image was found or none could be read.
+    """
+    bytes_safe_streams()
     predictions, csv_path = predict(
         cfg.ckpt,
         cfg.input,
@@ -297,11 +321,20 @@ def main(cfg: DictConfig) -> list[Prediction]:
         num_workers=cfg.num_workers,
         device=cfg.device,
         progress=cfg.progress,
+        overwrite=cfg.overwrite,
     )
     shown = predictions[: cfg.show] if cfg.show >= 0 else predictions
     for p in shown:
         print(format_prediction(p))
     if len(shown) < len(predictions):
         print(f"... {len(predictions) - len(shown)} more in the CSV")
-    print(f"Wrote {len(predictions)} predictions to {csv_path}")
+    unreadable = sum(1 for p in predictions if p.error)
+    if unreadable:
+        log.warning(
+            "%d of %d file(s) could not be read; the CSV lists each with its error",
+            unreadable,
+            len(predictions),
+        )
+    rows = f" and {unreadable} unreadable file(s)" if unreadable else ""
+    print(f"Wrote {len(predictions) - unreadable} predictions{rows} to {csv_path}")
     return predictions

@@ -174,12 +174,20 @@ def timm_imagenet_model(name: str, num_classes: int | None = 0) -> nn.Module:
         ) from e
 
 
-def _from_file(model: nn.Module, path: Path) -> OrderedDict[str, torch.Tensor]:
+def check_weights_source(weights: str) -> None:
+    """Fail when `weights` names a file that does not exist (cheap: run before any data)."""
+    if str(weights) in WEIGHT_SOURCES[:3]:
+        return
+    path = Path(str(weights)).expanduser()
     if not path.exists():
         raise WeightsError(
             f"model.weights={path} does not exist. Give an existing .pth/.pt/.safetensors file, "
             f"or one of {WEIGHT_SOURCES[:3]}."
         )
+
+
+def _from_file(model: nn.Module, path: Path) -> OrderedDict[str, torch.Tensor]:
+    check_weights_source(str(path))
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

@@ -25,6 +25,23 @@ def _num(v: Any) -> float:
     return float(v.item() if hasattr(v, "item") else v)
 
 
+def write_setup_failure(output_dir: str | os.PathLike, exception: BaseException) -> Path:
+    """`summary.json` of a run that failed before training started (config, data, model).
+
+    A run that reached training writes its summary through `RunSummary`; this one records
+    only how it ended (`status`, `error`), and names the error in the log (`train.log`). An
+    existing `summary.json` (a resumed run's) is left as it is.
+    """
+    status, error = run_status(exception)
+    log.error("The run failed during set-up: %s", error)
+    path = Path(output_dir) / "summary.json"
+    if path.exists():  # a resumed run's dir: its summary of the epochs trained stays
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {"status": status, "error": error, "stage": "setup"})
+    return path
+
+
 class RunSummary(L.Callback):
     """Collects per-epoch history and writes `summary.json` and `plots/` after fit and after test.
 

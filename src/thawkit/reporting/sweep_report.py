@@ -115,7 +115,9 @@ def read_run(run: Path, root: Path) -> dict[str, Any]:
     mode = result.get("mode") or from_config("callbacks.model_checkpoint.mode")
     mode = mode or ("min" if "loss" in metric else "max")
     # No result.json: a run from before thawkit.run.job, or one that was killed.
-    status = result.get("status", "completed") if result else ("completed" if summary else "failed")
+    # A summary.json alone says how the run ended (a single run that failed during set-up).
+    status = result.get("status", "completed") if result else None
+    status = status or (summary.get("status", "completed") if summary else "failed")
     best = summary.get("best", {})
     value = result.get("value") if result else None
     if value is None and status == "completed":

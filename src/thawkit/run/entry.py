@@ -20,10 +20,12 @@ from thawkit.run import job
 from thawkit.run.console import announce_result
 from thawkit.run.rundir import resumed_config
 from thawkit.run.train import train
+from thawkit.textio import bytes_safe_streams
 
 
 def main(cfg: DictConfig) -> float | None:
     """Run one training job; return the optimised metric (its best value) for Hydra sweepers."""
+    bytes_safe_streams()  # train.log and the console take any file name (thawkit.textio)
     cfg = resumed_config(cfg)  # python train.py resume=DIR: the run's own config
     value = job.run(cfg, train)
     announce_result(cfg)

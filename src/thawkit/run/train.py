@@ -25,9 +25,10 @@ from thawkit.finetune.auto import resolve_auto
 from thawkit.finetune.ddp import check_strategy
 from thawkit.finetune.module import FineTuneModule
 from thawkit.models.backbone import resolve_preprocessing
-from thawkit.reporting.summary import RunSummary
+from thawkit.reporting.summary import RunSummary, write_setup_failure
 from thawkit.run.lifecycle import AtomicCheckpointIO, RunGuard
-from thawkit.run.rundir import check_checkpoint_fits, prepare_run_dir
+from thawkit.run.preflight import preflight
+from thawkit.run.rundir import RunDirError, check_checkpoint_fits, prepare_run_dir
 from thawkit.seeding import StepSeeds, resolve_seed
 from thawkit.transfer.domain import DomainAdaptation
 
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Trainer]:
     """Instantiate data, model, callbacks, logger and trainer from a composed config."""
     validate(cfg)  # every config error, before any data is read
+    preflight(cfg)  # weights file, writable run dir: before the image scan
     seed = resolve_seed(cfg.get("seed"))
     if cfg.get("seed") is not None:
         L.seed_everything(seed, workers=True)
@@ -74,6 +76,7 @@ def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Tra
         extra={
             "class_counts": datamodule.class_counts,
             "skipped_files": datamodule.skipped_files,
+            "classes_without_images": datamodule.classes_without_images,
             "image_size": datamodule.image_size,
             "da": da.method if da else "none",
         },
@@ -143,9 +146,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         it).
         thawkit.run.rundir.RunDirError: nothing to resume, or the run dir holds another run.
     """
-    validate(cfg)
-    cfg = prepare_run_dir(cfg)
-    datamodule, model, trainer = build(cfg)
+    try:
+        validate(cfg)
+        cfg = prepare_run_dir(cfg)
+        datamodule, model, trainer = build(cfg)
+    except RunDirError:
+        raise  # the dir is another run's: nothing is written into it
+    except Exception as e:  # config, data or model: the run dir still says why
+        write_setup_failure(cfg.paths.output_dir, e)
+        raise
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
         check_checkpoint_fits(

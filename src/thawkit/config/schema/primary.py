@@ -60,6 +60,8 @@ class PredictSchema:
     # Predictions printed (all go to the CSV); -1 = all.
     show: int = 100
     progress: bool = True
+    # Replace an existing output (a default output name that is taken gets a number instead).
+    overwrite: bool = False
 
 
 @dataclass
@@ -86,6 +88,8 @@ class EvaluateSchema:
     top_losses: int = 16
     device: str = "auto"  # auto | cpu | cuda
     progress: bool = True
+    # Replace an existing output (a default output name that is taken gets a number instead).
+    overwrite: bool = False
 
 
 @dataclass

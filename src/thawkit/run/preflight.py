@@ -1,0 +1,32 @@
+"""Checks that take milliseconds, run before the image scan (which may take minutes)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from thawkit.models.weights import check_weights_source
+from thawkit.run.rundir import RunDirError
+
+
+def check_output_dir(output_dir: str | os.PathLike) -> None:
+    """The run dir can be created and written to."""
+    path = Path(output_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise RunDirError(
+            f"The run dir {path} is not writable ({e.strerror or e}). Point hydra.run.dir "
+            "(or paths.output_dir) at a folder you can write to."
+        ) from e
+
+
+def preflight(cfg: DictConfig) -> None:
+    """The weights file exists and the run dir is writable: fail now, not after the scan."""
+    check_weights_source(str(cfg.model.weights))
+    check_output_dir(cfg.paths.output_dir)
