@@ -86,7 +86,10 @@ def test_a_failing_job_is_a_failed_row_and_the_sweep_goes_on(
         result(failed)["status"] == "failed"
         and "model.lr=-1.0 is out of range: allowed > 0" in result(failed)["error"]
     )
-    assert not (failed / "summary.json").exists()
+    # A set-up failure leaves a summary.json that records it (no history, no checkpoint).
+    failed_summary = json.loads((failed / "summary.json").read_text())
+    assert failed_summary["status"] == "failed" and "model.lr=-1.0" in failed_summary["error"]
+    assert not failed_summary.get("history") and not (failed / "checkpoints").exists()
     assert result(ok)["status"] == "completed"  # the job after the failure still ran
     rows = report_rows(sweep)
     assert [r["status"] for r in rows] == ["failed", "completed"]
