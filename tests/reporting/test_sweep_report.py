@@ -10,6 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from thawkit.reporting import sweep_report as report
+from thawkit.reporting import sweep_runs
 from thawkit.run.job import job_dirname
 
 
@@ -100,7 +101,7 @@ def test_one_csv_row_per_run_failed_ones_included(sweep: Path) -> None:
         rows[0]["value"] == "0.9" and rows[0]["test/acc"] == "0.89" and rows[0]["best/epoch"] == "3"
     )
     assert rows[4]["error"] == "ValueError: boom" and rows[4]["strategy"] == "scratch"
-    assert rows[5]["error"] == report.NO_RECORD  # killed: only .hydra/ is there
+    assert rows[5]["error"] == sweep_runs.NO_RECORD  # killed: only .hydra/ is there
     assert "data.root" not in rows[0]  # constant across the sweep: not a factor column
     assert (
         rows[1]["verdict"] == "overfitting"
@@ -123,7 +124,7 @@ def test_markdown_groups_seeds_and_sorts_by_the_metric(sweep: Path) -> None:
     assert "6 runs: 4 completed, 2 failed" in md
     assert "Best run: val/acc = 0.9500 (strategy=gradual, seed=0)" in md
     failed = md.split("## Failed runs")[1]
-    assert "ValueError: boom" in failed and report.NO_RECORD in failed
+    assert "ValueError: boom" in failed and sweep_runs.NO_RECORD in failed
 
 
 def test_a_loss_metric_sorts_ascending(tmp_path: Path) -> None:
@@ -147,8 +148,8 @@ def test_single_run_and_nested_outputs(tmp_path: Path) -> None:
     run = make_run(tmp_path / "outputs" / "2026-01-01", "12-00-00-full", ["strategy=full"], 0.7)
     (run / "tensorboard" / "inner").mkdir(parents=True)
     (run / "tensorboard" / "inner" / "summary.json").write_text("{}")  # never a run
-    assert report.find_runs(tmp_path / "outputs") == [run]
-    assert report.find_runs(run) == [run]
+    assert sweep_runs.find_runs(tmp_path / "outputs") == [run]
+    assert sweep_runs.find_runs(run) == [run]
     rows = report.collect(run)
     assert len(rows) == 1 and rows[0]["job"] == run.name and rows[0]["value"] == 0.7
 
@@ -192,5 +193,5 @@ def test_a_run_that_failed_during_setup_is_a_failed_row(tmp_path: Path) -> None:
     run.mkdir()
     failed = {"status": "failed", "error": "DataError: x", "stage": "setup"}
     (run / "summary.json").write_text(json.dumps(failed))
-    [row] = [report.read_run(r, tmp_path) for r in report.find_runs(tmp_path)]
+    [row] = [sweep_runs.read_run(r, tmp_path) for r in sweep_runs.find_runs(tmp_path)]
     assert row["status"] == "failed"
