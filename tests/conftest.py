@@ -103,3 +103,16 @@ def make_cfg(tmp_path: Path, image_folder: Path) -> Callable[..., DictConfig]:
         return tiny_cfg(tmp_path, overrides, data_root=image_folder)
 
     return make
+
+
+def hymenoptera_root() -> Path | None:
+    """`shared/data/hymenoptera` beside the checkout (`../shared`), or beside a parent folder
+    (a git worktree lives one level deeper); THAWKIT_HYMENOPTERA overrides."""
+    if os.environ.get("THAWKIT_HYMENOPTERA"):
+        return Path(os.environ["THAWKIT_HYMENOPTERA"])
+    repo = Path(__file__).resolve().parents[1]
+    for parent in repo.parents:
+        candidate = parent / "shared" / "data" / "hymenoptera"
+        if candidate.is_dir():
+            return candidate
+    return None

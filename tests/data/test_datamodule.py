@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -13,25 +12,12 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import tiny_cfg, write_image
+from conftest import hymenoptera_root, tiny_cfg, write_image
 from thawkit.data.folder import DataError
 from thawkit.reporting.tensorboard import COUNTS_TAG
 from thawkit.run.train import train
 
 log = logging.getLogger(__name__)
-
-
-def hymenoptera_root() -> Path | None:
-    """`shared/data/hymenoptera` beside the checkout (`../shared`), or beside a parent folder
-    (a git worktree lives one level deeper); THAWKIT_HYMENOPTERA overrides."""
-    if os.environ.get("THAWKIT_HYMENOPTERA"):
-        return Path(os.environ["THAWKIT_HYMENOPTERA"])
-    repo = Path(__file__).resolve().parents[2]
-    for parent in repo.parents:
-        candidate = parent / "shared" / "data" / "hymenoptera"
-        if candidate.is_dir():
-            return candidate
-    return None
 
 
 def messy_folder(root: Path) -> tuple[Path, dict[str, Path]]:

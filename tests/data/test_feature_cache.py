@@ -227,9 +227,7 @@ def test_module_refuses_features_while_the_backbone_trains(make_cfg) -> None:
 def test_real_backbone_on_photos_cached_head_equals_full_forward(tmp_path: Path) -> None:
     """The bundled EfficientNet-Lite0 (BatchNormAct2d, its own preprocessing) on the hymenoptera
     photos at 96 px, 2 epochs of feature extraction: cached and full-forward heads agree."""
-    from test_data_e2e import hymenoptera_root
-
-    from conftest import tiny_cfg
+    from conftest import hymenoptera_root, tiny_cfg
 
     root = hymenoptera_root()
     if root is None:
