@@ -22,7 +22,6 @@ from config_docs import CONF, DOCS, REPO, problems, read_groups, read_tables  # 
 from thawkit.config import schema  # noqa: E402
 
 TROUBLESHOOTING = REPO / "docs" / "troubleshooting.md"
-README_DRAFT = REPO / "docs" / "readme" / "notebooks_and_docs.md"
 
 
 def test_config_docs_match_the_configs() -> None:

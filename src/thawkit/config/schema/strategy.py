@@ -35,7 +35,7 @@ class UnfreezeSchema:
 
 @dataclass
 class AutoSchema:
-    """`strategy=auto`: thawkit.finetune.auto.AutoStrategy (the table: docs/readme/auto.md).
+    """`strategy=auto`: thawkit.finetune.auto.AutoStrategy (the table: docs/strategies.md).
 
     Its keys depend on each other (very_far <= far <= near): AutoStrategy checks them.
     """
