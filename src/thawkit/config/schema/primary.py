@@ -122,3 +122,17 @@ class ExportSchema:
     bench_warmup: int = 3
     # Intra-op threads for every runtime; null = PyTorch's default.
     bench_threads: int | None = None
+
+
+@dataclass
+class ServeSchema:
+    """`serve.yaml`: thawkit serve ckpt=PATH [host=127.0.0.1] [port=8000]."""
+
+    ckpt: str = MISSING
+    # 127.0.0.1 = this machine only; 0.0.0.0 = every interface (other machines can reach it).
+    host: str = "127.0.0.1"
+    port: int = 8000
+    top_k: int = 3
+    # Larger uploads are refused with 413.
+    max_upload_mb: float = 10.0
+    device: str = "auto"  # auto | cpu | cuda
