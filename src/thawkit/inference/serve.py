@@ -12,8 +12,7 @@ A bad upload (no `file`, not an image type, too large, not decodable) gets a 4xx
 says what was wrong and what is accepted; nothing a client sends stops the server.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI reads the endpoint's annotations at run time.
 import io
 import logging
 import time
@@ -21,6 +20,8 @@ from importlib import resources
 from typing import Any
 
 import torch
+from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse
 from omegaconf import DictConfig
 
 from thawkit.data.folder import load_rgb
@@ -43,11 +44,8 @@ def probabilities(model: LoadedModel, image: Any) -> torch.Tensor:
         return model.module(x).float().softmax(dim=1)[0].cpu()
 
 
-def create_app(model: LoadedModel, top_k: int = 3, max_upload_mb: float = 10.0) -> Any:
+def create_app(model: LoadedModel, top_k: int = 3, max_upload_mb: float = 10.0) -> FastAPI:
     """The FastAPI app serving `model`."""
-    from fastapi import FastAPI, File, HTTPException, Request, UploadFile
-    from fastapi.responses import HTMLResponse, JSONResponse
-
     max_bytes = int(max_upload_mb * 1024 * 1024)
     k = min(top_k, len(model.class_names))
     app = FastAPI(title="thawkit", docs_url=None, redoc_url=None)
