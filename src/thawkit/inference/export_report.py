@@ -75,10 +75,9 @@ def finish_export(
         record["size_ratio_int8"] = record["int8"]["size_bytes"] / record["size_bytes"]
         onnx_files["onnx_int8"] = int8
     if cfg.benchmark:
-        from thawkit.inference.export import Classifier
-
+        # The module's own forward, as predict runs it: what the export traced.
         record["benchmark"] = benchmark(
-            Classifier(model), onnx_files, model.image_size, list(cfg.bench_batch_sizes),
+            model.module, onnx_files, model.image_size, list(cfg.bench_batch_sizes),
             cfg.bench_runs, cfg.bench_warmup, cfg.bench_threads,
         )  # fmt: skip
         log.info("%s", format_table(record["benchmark"]))
