@@ -125,7 +125,7 @@ def main() -> None:
         f"`python benchmarks/export.py {' '.join(sys.argv[1:])}` (EfficientNet-Lite0, bundled "
         f"weights, strategy=full, {args.size} px, {args.epochs} epochs, train/val images per "
         f"class {args.train_per_class or 'all'}/{args.val_per_class or 'all'}, int8 static "
-        f"QDQ calibrated on {args.calibration_images} training images; latency: median of "
+        f"QDQ calibrated on up to {args.calibration_images} training images; latency: median of "
         f"{args.runs} runs, {threads} threads; load average {load_before[0]:.1f} before, "
         f"{load_after[0]:.1f} after, {time.perf_counter() - start:.0f} s):",
         "",
