@@ -2,8 +2,8 @@
 
 Every config group (a folder of conf/, e.g. `src/thawkit/conf/strategy/`) has a page
 `docs/config/<top folder>.md`; the primary configs (`src/thawkit/conf/train.yaml`,
-`evaluate.yaml`, `predict.yaml`, `export.yaml`) have one each. A page holds, for each group, one
-table between the markers
+`evaluate.yaml`, `predict.yaml`, `export.yaml`, `serve.yaml`) have one each. A page holds, for
+each group, one table between the markers
 
     <!-- options: strategy -->
     | option | feature_extraction | partial | ... | when to change it |

@@ -1,4 +1,4 @@
-"""The `thawkit` command: `thawkit train|evaluate|predict|export|report ...`.
+"""The `thawkit` command: `thawkit train|evaluate|predict|export|serve|report ...`.
 
 `thawkit train strategy=gradual`, `thawkit train -m strategy=full,gradual`,
 `thawkit predict ckpt=... input=...` take the same Hydra overrides as the root scripts
@@ -27,7 +27,16 @@ COMMANDS: dict[str, tuple[str, str | None, str]] = {
     "train": ("thawkit.run.entry:main", "train", "fine-tune a backbone on an image folder"),
     "evaluate": ("thawkit.inference.evaluate:main", "evaluate", "evaluate a checkpoint"),
     "predict": ("thawkit.inference.predict:main", "predict", "predict classes of images"),
-    "export": ("thawkit.inference.export:main", "export", "export to ONNX or TorchScript"),
+    "export": (
+        "thawkit.inference.export:main",
+        "export",
+        "export to ONNX (int8 too) or TorchScript",
+    ),
+    "serve": (
+        "thawkit.inference.serve:main",
+        "serve",
+        "try a checkpoint in the browser (local page)",
+    ),
     "report": ("thawkit.reporting.sweep_report:main", None, "report on a sweep or runs: PATH"),
 }
 

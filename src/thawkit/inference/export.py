@@ -221,6 +221,9 @@ def export(
 
 def main(cfg: DictConfig) -> dict[str, Any]:
     """The `export.py` entry (src/thawkit/conf/export.yaml)."""
+    from thawkit.inference import export_report
+
+    export_report.check_options(cfg)
     result = export(cfg.ckpt, cfg.format, cfg.output, cfg.opset, cfg.atol, cfg.rtol)
     meta = result["metadata"]
     print(
@@ -228,4 +231,6 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         f"{meta['num_classes']} classes); max |logit diff| from PyTorch "
         f"{result['max_abs_diff']:.2e}"
     )
+    result["record"] = export_report.finish_export(cfg, result)
+    print("\n".join(export_report.summary_lines(result["record"])))
     return result

@@ -5,9 +5,9 @@ them); the YAML files state only what differs from it. The schemas are registere
 ConfigStore when this package is imported (thawkit.config.checks imports it, so does every
 entry point):
 
-- `train_schema`, `predict_schema`, `evaluate_schema`, `export_schema`: the primary configs'
-  first defaults-list entry. `train_schema` types the groups with one object each (data,
-  model, scheduler, da, callbacks, trainer), so a group file merges onto its schema.
+- `train_schema`, `predict_schema`, `evaluate_schema`, `export_schema`, `serve_schema`: the
+  primary configs' first defaults-list entry. `train_schema` types the groups with one object
+  each (data, model, scheduler, da, callbacks, trainer), so a group file merges onto its schema.
 - `strategy/base_unfreeze`, `strategy/base_auto`, `regularizer/base_l2sp`,
   `regularizer/base_ewc`: groups whose choices build different classes name their schema in
   their own defaults list.
@@ -29,6 +29,7 @@ from thawkit.config.schema.primary import (
     EvaluateSchema,
     ExportSchema,
     PredictSchema,
+    ServeSchema,
     TrainSchema,
 )
 from thawkit.config.schema.rules import check_args, problems
@@ -52,9 +53,9 @@ if TYPE_CHECKING:
 __all__ = [
     "AugmentSchema", "AutoSchema", "CALLBACK_RULES", "CallbacksSchema", "DASchema", "DataSchema",
     "EMASchema", "EWCSchema", "EvaluateSchema", "ExportSchema", "HeadSchema", "ImbalanceSchema",
-    "L2SPSchema", "MixSchema", "ModelSchema", "PredictSchema", "SchedulerSchema", "SpeedSchema",
-    "TrainSchema", "TrainerSchema", "UnfreezeSchema", "ViewsSchema", "BY_TARGET", "load_option",
-    "problems", "check_args",
+    "L2SPSchema", "MixSchema", "ModelSchema", "PredictSchema", "SchedulerSchema", "ServeSchema",
+    "SpeedSchema", "TrainSchema", "TrainerSchema", "UnfreezeSchema", "ViewsSchema", "BY_TARGET",
+    "load_option", "problems", "check_args",
 ]  # fmt: skip
 
 # A node whose `_target_` is one of these follows that schema wherever it sits (a group typed
@@ -85,6 +86,7 @@ def register() -> None:
         ("predict_schema", PredictSchema),
         ("evaluate_schema", EvaluateSchema),
         ("export_schema", ExportSchema),
+        ("serve_schema", ServeSchema),
     ):
         cs.store(name=name, node=node)
     for group, name, node, package in _GROUP_SCHEMAS:

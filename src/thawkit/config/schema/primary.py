@@ -105,3 +105,34 @@ class ExportSchema:
     # Largest allowed difference of the exported model's logits from PyTorch's.
     atol: float = 1.0e-4
     rtol: float = 1.0e-4
+    # int8: also write <name>.int8.onnx (onnxruntime static QDQ; dynamic without images).
+    quantize: str | None = None  # null | int8
+    # Training images (stratified, seeded draw) that calibrate int8; 0 = dynamic quantization.
+    calibration_images: int = 200
+    # Folder for calibration and the fp32/int8 comparison; null = the checkpoint's own.
+    data_root: str | None = None
+    eval_split: str = "val"  # val | test | auto (test if there is one)
+    # Largest accuracy drop int8 may cost; above it the file is still written, with a warning.
+    max_accuracy_drop: float = 0.01
+    seed: int = 0
+    # Time PyTorch eager, ONNX fp32 and ONNX int8 into export.json and the log.
+    benchmark: bool = False
+    bench_batch_sizes: list[int] = field(default_factory=lambda: [1, 32])
+    bench_runs: int = 20
+    bench_warmup: int = 3
+    # Intra-op threads for every runtime; null = PyTorch's default.
+    bench_threads: int | None = None
+
+
+@dataclass
+class ServeSchema:
+    """`serve.yaml`: thawkit serve ckpt=PATH [host=127.0.0.1] [port=8000]."""
+
+    ckpt: str = MISSING
+    # 127.0.0.1 = this machine only; 0.0.0.0 = every interface (other machines can reach it).
+    host: str = "127.0.0.1"
+    port: int = 8000
+    top_k: int = 3
+    # Larger uploads are refused with 413.
+    max_upload_mb: float = 10.0
+    device: str = "auto"  # auto | cpu | cuda
