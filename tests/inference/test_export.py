@@ -89,6 +89,19 @@ def test_torchscript_round_trip_dynamic_batch_and_metadata(ckpt, tmp_path) -> No
     assert read_metadata(out) == meta
 
 
+def test_a_second_export_never_overwrites_the_first(ckpt, tmp_path) -> None:
+    first = export(ckpt, "torchscript")["path"]
+    before = first.read_bytes()
+    second = export(ckpt, "torchscript")["path"]
+    assert first.parent.name.startswith("export") and second.parent.name != first.parent.name
+    assert second.name == first.name and first.read_bytes() == before
+    taken = tmp_path / "taken.pt"
+    taken.write_bytes(b"an earlier file")
+    with pytest.raises(ExportError, match=r"already exists and export never overwrites"):
+        export(ckpt, "torchscript", taken)
+    assert taken.read_bytes() == b"an earlier file"
+
+
 def test_mismatch_fails_the_export(ckpt, tmp_path, monkeypatch) -> None:
     load = torch.jit.load
 

@@ -183,6 +183,30 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(extra[EXTRA_FILE])
 
 
+# What one export writes into its folder (thawkit.inference.export_report writes the last two).
+COMPANIONS = ("export.json", "model_card.md")
+
+
+def _output_path(model: LoadedModel, format: str, output: str | os.PathLike | None) -> Path:
+    """Where this export goes, never over an earlier export: the default is the first free
+    folder of `<run dir>/export`, `export-2`, ...; a given `output=` must not exist yet."""
+    name = model.path.stem + FORMATS[format]
+    if output:
+        path = Path(output)
+        taken = [p for p in (path, *(path.parent / c for c in COMPANIONS)) if p.exists()]
+        if taken:
+            raise ExportError(
+                f"output={path}: {taken[0]} already exists and export never overwrites. "
+                "Give another output= (a new folder), or move the earlier export away"
+            )
+        return path
+    folder, n = model.run_dir / "export", 1
+    while folder.exists() and any((folder / c).exists() for c in (name, *COMPANIONS)):
+        n += 1
+        folder = model.run_dir / f"export-{n}"
+    return folder / name
+
+
 def export(
     ckpt: str | os.PathLike,
     format: str = "onnx",
@@ -196,7 +220,8 @@ def export(
     Args:
         ckpt: a thawkit checkpoint.
         format: `onnx` or `torchscript`.
-        output: the file; None = `<run dir>/export/<ckpt name>.onnx` (`.torchscript.pt`).
+        output: the file (must not exist yet); None = `<run dir>/export/<ckpt name>.onnx`
+            (`.torchscript.pt`), or `export-2/`, `export-3/`, ... when an earlier export is there.
         opset: ONNX opset; None = the exporter's default.
         atol, rtol: largest allowed difference of exported from PyTorch logits.
 
@@ -208,9 +233,7 @@ def export(
     if atol < 0 or rtol < 0:
         raise ValueError(f"atol={atol} and rtol={rtol} must be >= 0")
     model = load_checkpoint(ckpt, "cpu")
-    path = (
-        Path(output) if output else model.run_dir / "export" / (model.path.stem + FORMATS[format])
-    )
+    path = _output_path(model, format, output)
     if format == "onnx":
         diff = export_onnx(model, path, opset, atol, rtol)
     else:
