@@ -93,6 +93,10 @@ def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Tra
     ]
     if cfg.get("regularizer"):  # L2-SP / EWC (thawkit.transfer.regularize)
         callbacks.append(instantiate(cfg.regularizer))
+    if cfg.distill.teacher:  # knowledge distillation (thawkit.inference.teacher)
+        distill = instantiate(cfg.distill, class_names=datamodule.class_names)
+        callbacks.append(distill)
+        summary.extra["distill"] = distill.record
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     plugins = list(instantiate(cfg.trainer.get("plugins")) or [])
     if not any(isinstance(p, CheckpointIO) for p in plugins):
