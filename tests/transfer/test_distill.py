@@ -39,7 +39,8 @@ def test_teacher_inputs_renormalise_then_resize() -> None:
     assert teacher_inputs(x, lite, lite, 12).shape == (2, 3, 12, 12)
     # A constant image stays constant whatever the size: resizing keeps the values.
     flat = torch.full((1, 3, 8, 8), 0.3)
-    torch.testing.assert_close(teacher_inputs(flat, lite, lite, 13), torch.full((1, 3, 13, 13), 0.3))
+    resized = teacher_inputs(flat, lite, lite, 13)
+    torch.testing.assert_close(resized, torch.full((1, 3, 13, 13), 0.3))
 
 
 class FirstStep(L.Callback):

@@ -2,7 +2,8 @@
 
 The loss of a training step (Hinton et al., 2015):
 
-    (1 - weight) * CE(student, labels) + weight * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+    (1 - weight) * CE(student, labels)
+        + weight * T^2 * KL(softmax(teacher / T) || softmax(student / T))
 
 CE is the module's own loss (soft targets, so Mixup/CutMix, label smoothing and class weights
 still apply). The T^2 factor keeps the teacher term's gradients on the scale of the CE term's
