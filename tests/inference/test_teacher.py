@@ -47,8 +47,8 @@ def test_missing_or_invalid_teacher_files_are_refused(tmp_path, image_folder) ->
     bad = tmp_path / "bad.ckpt"
     bad.write_text("not a checkpoint")
     with pytest.raises(TeacherError, match="cannot be loaded as a thawkit checkpoint"):
-        build_distillation(str(bad), ["class_0", "class_1"])
-    assert build_distillation(None, ["class_0"]) is None
+        build_distillation(["class_0", "class_1"], str(bad))
+    assert build_distillation(["class_0"], None) is None
 
 
 def test_distillation_runs_end_to_end(tmp_path, teacher, monkeypatch) -> None:

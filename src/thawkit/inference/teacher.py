@@ -91,16 +91,16 @@ def teacher_val_acc(loaded: LoadedModel) -> float | None:
 
 
 def build_distillation(
-    teacher: str | None,
     class_names: Sequence[str],
+    teacher: str | None = DistillSchema.teacher,
     weight: float = DistillSchema.weight,
     temperature: float = DistillSchema.temperature,
 ) -> Distillation | None:
     """The distillation callback of the `distill` config (None when `teacher` is null).
 
     Args:
-        teacher: path of a thawkit checkpoint trained on the data's classes.
         class_names: the data's classes (the teacher's are matched to them by name).
+        teacher: path of a thawkit checkpoint trained on the data's classes.
         weight: share of the teacher term in the loss.
         temperature: softmax temperature of the teacher term.
     """

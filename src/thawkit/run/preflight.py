@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from thawkit.inference.teacher import check_teacher_path
 from thawkit.models.weights import check_weights_source
@@ -31,6 +31,7 @@ def preflight(cfg: DictConfig) -> None:
     """The weights (and teacher) files exist and the run dir is writable: fail now, not after
     the scan."""
     check_weights_source(str(cfg.model.weights))
-    if cfg.distill.teacher:
-        check_teacher_path(cfg.distill.teacher)
+    teacher = OmegaConf.select(cfg, "distill.teacher")  # absent in configs of older versions
+    if teacher:
+        check_teacher_path(teacher)
     check_output_dir(cfg.paths.output_dir)

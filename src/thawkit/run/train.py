@@ -94,7 +94,7 @@ def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Tra
     ]
     if cfg.get("regularizer"):  # L2-SP / EWC (thawkit.transfer.regularize)
         callbacks.append(instantiate(cfg.regularizer))
-    if cfg.distill.teacher:  # knowledge distillation (thawkit.inference.teacher)
+    if OmegaConf.select(cfg, "distill.teacher"):  # distillation (thawkit.inference.teacher)
         # Called, not instantiated: Hydra would wrap a TeacherError in its own exception.
         distill_args = OmegaConf.to_container(cfg.distill, resolve=True)
         distill_args.pop("_target_", None)
