@@ -44,6 +44,7 @@ _INJECTED = {
     "model": {"num_classes", "class_names", "class_weights", "optimizer", "scheduler"},
     "data": {"preprocessing", "target_root", "target_val_root"},  # the last two from `da`
     "trainer": {"callbacks", "logger", "plugins"},
+    "distill": {"class_names"},
 }
 # Sub-dicts passed on as keyword arguments (no `_target_`): their keys are their schema's fields
 # (tests/config/test_schema.py holds those to the callables' parameters).

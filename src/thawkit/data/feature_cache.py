@@ -23,8 +23,9 @@ What is trained never changes silently:
   (mixing features is not mixing images), `bn_policy=none` (frozen groups would update their
   statistics), the backbone's training forward differs from its evaluation forward (dropout or
   stochastic depth in the backbone: checked on the first batch), several processes train (DDP),
-  or domain adaptation is on (its loss needs features computed with gradients,
-  `thawkit.transfer.domain`).
+  domain adaptation is on (its loss needs features computed with gradients,
+  `thawkit.transfer.domain`), or, for the training split, a teacher distils into the run (it
+  runs on every training batch's images, `thawkit.transfer.distill`).
 
 Features are looked up by a cache key over everything that determines them (backbone name,
 weights source, a digest of every parameter and buffer, the transform, the image source, the
@@ -181,6 +182,10 @@ class FeatureCache:
         features batch ever to reach a backbone that trains, `FineTuneModule.forward` raises.
         """
         if not self._fitting() or not self.module.backbone_frozen:
+            return None
+        if split == "train" and getattr(self.module, "distiller", None) is not None:
+            # thawkit.transfer.distill: the teacher runs on every training batch's images.
+            self._say("off for training, a teacher distils into this run: it needs the images.")
             return None
         if self._off_reason is not None:
             self._say(f"off, {self._off_reason}.")

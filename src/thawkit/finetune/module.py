@@ -107,6 +107,8 @@ class FineTuneModule(L.LightningModule):
         # A weight regularizer (thawkit.transfer.regularize) attaches itself here for a fit; its
         # penalty is added to the training loss and logged as train/penalty.
         self.regularizer: Any = None
+        # Knowledge distillation (thawkit.transfer.distill) attaches itself here for a fit.
+        self.distiller: Any = None
         # Domain adaptation (thawkit.transfer.domain): the loss on source and target features
         # (a DANN domain classifier trains with the head), accuracy on a labelled target folder.
         da = domain_adaptation
@@ -242,6 +244,8 @@ class FineTuneModule(L.LightningModule):
         x, y = batch
         logits = self(x) if logits is None else logits
         loss = self.loss(logits, y)
+        if stage == "train" and self.distiller is not None:
+            loss = self.distiller.loss(self, x, logits, loss)
         hard = y.argmax(-1) if y.ndim == 2 else y
         metrics = {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}
         metrics[stage].update(logits.detach(), hard)

@@ -121,6 +121,8 @@ class RunSummary(L.Callback):
             "val/f1_macro",
             "val/recall_macro",
             "train/da_loss_epoch",
+            "train/kd_loss_epoch",
+            "train/ce_loss_epoch",
             "target/loss",
             "target/acc",
             "target/f1_macro",

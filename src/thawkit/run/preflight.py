@@ -6,8 +6,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from thawkit.inference.teacher import check_teacher_path
 from thawkit.models.weights import check_weights_source
 from thawkit.run.rundir import RunDirError
 
@@ -27,6 +28,10 @@ def check_output_dir(output_dir: str | os.PathLike) -> None:
 
 
 def preflight(cfg: DictConfig) -> None:
-    """The weights file exists and the run dir is writable: fail now, not after the scan."""
+    """The weights (and teacher) files exist and the run dir is writable: fail now, not after
+    the scan."""
     check_weights_source(str(cfg.model.weights))
+    teacher = OmegaConf.select(cfg, "distill.teacher")  # absent in configs of older versions
+    if teacher:
+        check_teacher_path(teacher)
     check_output_dir(cfg.paths.output_dir)

@@ -24,6 +24,7 @@ from thawkit.data import ImageFolderDataModule
 from thawkit.finetune.auto import resolve_auto
 from thawkit.finetune.ddp import check_strategy
 from thawkit.finetune.module import FineTuneModule
+from thawkit.inference.teacher import build_distillation
 from thawkit.models.backbone import resolve_preprocessing
 from thawkit.reporting.summary import RunSummary, write_setup_failure
 from thawkit.run.lifecycle import AtomicCheckpointIO, RunGuard
@@ -93,6 +94,13 @@ def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Tra
     ]
     if cfg.get("regularizer"):  # L2-SP / EWC (thawkit.transfer.regularize)
         callbacks.append(instantiate(cfg.regularizer))
+    if OmegaConf.select(cfg, "distill.teacher"):  # distillation (thawkit.inference.teacher)
+        # Called, not instantiated: Hydra would wrap a TeacherError in its own exception.
+        distill_args = OmegaConf.to_container(cfg.distill, resolve=True)
+        distill_args.pop("_target_", None)
+        distill = build_distillation(class_names=datamodule.class_names, **distill_args)
+        callbacks.append(distill)
+        summary.extra["distill"] = distill.record
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     plugins = list(instantiate(cfg.trainer.get("plugins")) or [])
     if not any(isinstance(p, CheckpointIO) for p in plugins):

@@ -38,6 +38,7 @@ from thawkit.config.schema.training import (
     CALLBACK_RULES,
     CallbacksSchema,
     DASchema,
+    DistillSchema,
     EMASchema,
     EWCSchema,
     L2SPSchema,
@@ -52,10 +53,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AugmentSchema", "AutoSchema", "CALLBACK_RULES", "CallbacksSchema", "DASchema", "DataSchema",
-    "EMASchema", "EWCSchema", "EvaluateSchema", "ExportSchema", "HeadSchema", "ImbalanceSchema",
-    "L2SPSchema", "MixSchema", "ModelSchema", "PredictSchema", "SchedulerSchema", "ServeSchema",
-    "SpeedSchema", "TrainSchema", "TrainerSchema", "UnfreezeSchema", "ViewsSchema", "BY_TARGET",
-    "load_option", "problems", "check_args",
+    "DistillSchema", "EMASchema", "EWCSchema", "EvaluateSchema", "ExportSchema", "HeadSchema",
+    "ImbalanceSchema", "L2SPSchema", "MixSchema", "ModelSchema", "PredictSchema",
+    "SchedulerSchema", "ServeSchema", "SpeedSchema", "TrainSchema", "TrainerSchema",
+    "UnfreezeSchema", "ViewsSchema", "BY_TARGET", "load_option", "problems", "check_args",
 ]  # fmt: skip
 
 # A node whose `_target_` is one of these follows that schema wherever it sits (a group typed
@@ -64,7 +65,7 @@ BY_TARGET: dict[str, type] = {
     s._target_: s  # type: ignore[attr-defined]
     for s in (
         DataSchema, ModelSchema, UnfreezeSchema, AutoSchema, SchedulerSchema, L2SPSchema,
-        EWCSchema, DASchema, SpeedSchema, EMASchema, ViewsSchema, TrainerSchema,
+        EWCSchema, DASchema, DistillSchema, SpeedSchema, EMASchema, ViewsSchema, TrainerSchema,
     )
 }  # fmt: skip
 

@@ -11,6 +11,7 @@ from thawkit.config.schema.model import ModelSchema
 from thawkit.config.schema.training import (
     CallbacksSchema,
     DASchema,
+    DistillSchema,
     SchedulerSchema,
     TrainerSchema,
 )
@@ -27,6 +28,7 @@ class TrainSchema:
     # L2SPSchema or EWCSchema; null = no pull towards the pretrained weights.
     regularizer: Any = None
     da: DASchema = field(default_factory=DASchema)
+    distill: DistillSchema = field(default_factory=DistillSchema)
     # torch.optim classes (their own keywords), built partial.
     optimizer: Any = None
     scheduler: SchedulerSchema = field(default_factory=SchedulerSchema)

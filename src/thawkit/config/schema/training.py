@@ -88,6 +88,19 @@ class DASchema:
 
 
 @dataclass
+class DistillSchema:
+    """`distill`: knowledge distillation from a trained thawkit checkpoint
+    (thawkit.inference.teacher.build_distillation; null teacher = off)."""
+
+    _target_: str = "thawkit.inference.teacher.build_distillation"
+    # A thawkit checkpoint trained on the same classes (<run>/checkpoints/best.ckpt).
+    teacher: str | None = None
+    # Share of the teacher term in the loss: (1 - weight) * CE + weight * T^2 * KL.
+    weight: float = spec(0.5, within(0, 1, "[]"))
+    temperature: float = spec(4.0, above(0))
+
+
+@dataclass
 class SpeedSchema:
     """`callbacks.speed` (the `speed` group): thawkit.run.speed.SpeedOptions."""
 
