@@ -17,7 +17,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from thawkit.seeding import SeededEpochSampler, SeededSamples, batches_done_in_epoch
 
-
 # With a GPU the training process hardly uses the CPU: the workers may take every core but one.
 MAX_GPU_WORKERS = 16
 
