@@ -49,7 +49,10 @@ def run_one(variant: str, strategy: str, seed: int, args: argparse.Namespace, tm
         "--epochs", str(args.epochs), "--size", str(args.size),
         "--batch-size", str(args.batch_size), "--seed", str(seed), "--out", str(out), *extra,
     ]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    # Every run starts cold: its own empty persistent cache (thawkit.data.disk_cache), so a
+    # repeat never reads back the set-up of the run before it.
+    cold = tmp / f"cache-{out.stem}"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), THAWKIT_CACHE=str(cold))
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:

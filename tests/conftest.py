@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from PIL import Image
 import thawkit
 
 os.environ.setdefault("THAWKIT_OFFLINE", "1")  # tests never touch the network
+# The persistent cache (thawkit.data.disk_cache) never lands in the user's ~/.cache: a fresh
+# folder per test (the fixture below), and this one for anything that runs outside a test.
+os.environ["THAWKIT_CACHE"] = tempfile.mkdtemp(prefix="thawkit-test-cache-")
 # The tiny test models gain nothing from intra-op threads, and on a small shared machine the
 # OpenMP threads spin-wait on each other: one thread made a tiny fit ~10x cheaper in CPU time.
 torch.set_num_threads(1)
@@ -56,6 +60,14 @@ def make_image_folder(
                 seed += 1
                 write_image(root / split / name / f"{i:03d}.png", label, size, seed)
     return root
+
+
+@pytest.fixture(autouse=True)
+def thawkit_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> Path:
+    """Every test's own persistent cache folder: no test sees another's entries."""
+    path = tmp_path_factory.mktemp("thawkit-cache")
+    monkeypatch.setenv("THAWKIT_CACHE", str(path))
+    return path
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@
 `thawkit predict ckpt=... input=...` take the same Hydra overrides as the root scripts
 (`python train.py ...`, which call this module), with the configs shipped in the package
 (`thawkit.CONF_DIR`), so they work from any folder. `thawkit report PATH` writes and prints the
-report of a sweep (thawkit.reporting.sweep_report).
+report of a sweep (thawkit.reporting.sweep_report); `thawkit cache show|clear` shows or empties
+the persistent cache (thawkit.data.disk_cache).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str | None, str]] = {
         "try a checkpoint in the browser (local page)",
     ),
     "report": ("thawkit.reporting.sweep_report:main", None, "report on a sweep or runs: PATH"),
+    "cache": ("thawkit.data.disk_cache:main", None, "show or clear the persistent cache"),
 }
 
 

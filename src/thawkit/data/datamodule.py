@@ -24,6 +24,7 @@ from thawkit.data import folder
 from thawkit.data.counts import counts_table, split_class_counts
 from thawkit.data.datasets import ImageDataset
 from thawkit.data.digits import DEFAULT_ROOT, export_digits
+from thawkit.data.disk_cache import DiskCache
 from thawkit.data.file_policy import log_skipped
 from thawkit.data.image_cache import ImageCache
 from thawkit.data.imbalance import (
@@ -36,6 +37,7 @@ from thawkit.data.imbalance import (
 from thawkit.data.loaders import build_loader, current_epoch, default_num_workers, training_loader
 from thawkit.data.mixing import BatchMixer
 from thawkit.data.samplers import CyclingSampler
+from thawkit.data.scan_cache import find_bad_images
 from thawkit.data.targets import DomainBatch, labelled_targets, unlabelled_targets
 from thawkit.data.transforms import as_preprocessing, eval_transform, train_transform
 from thawkit.models.backbone import Preprocessing
@@ -150,6 +152,10 @@ class ImageFolderDataModule(L.LightningDataModule):
         # the source).
         self.image_cache: ImageCache | None = None
         self.feature_source: Any = None
+        # The persistent cache (thawkit.data.disk_cache), set by thawkit.run.train.build before
+        # `setup`: the bad-image scan reuses its verdicts on unchanged files.
+        self.disk_cache: DiskCache | None = None
+        self.num_checked = 0
         self._ready = False
         self.target_root, self.target_val_root = target_root, target_val_root
         self.target_samples: list[folder.Sample] = []
@@ -200,9 +206,11 @@ class ImageFolderDataModule(L.LightningDataModule):
     ) -> dict[str, list[folder.Sample]]:
         paths = [p for samples in splits.values() for p, _ in samples]
         start = time.perf_counter()
-        bad = folder.find_bad_images(paths)
+        bad, self.num_checked = find_bad_images(paths, root, self.disk_cache)
         self.check_time_s = time.perf_counter() - start
-        log.info("Checked %d images in %.2f s", len(paths), self.check_time_s)
+        reused = len(paths) - self.num_checked
+        since = f" ({reused} unchanged since an earlier run: persistent cache)" if reused else ""
+        log.info("Checked %d images in %.2f s%s", self.num_checked, self.check_time_s, since)
         splits = folder.drop_bad_images(root, splits, bad, self.class_names, self.on_bad_image)
         self.skipped_files = bad
         return splits

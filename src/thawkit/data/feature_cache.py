@@ -31,24 +31,29 @@ Features are looked up by a cache key over everything that determines them (back
 weights source, a digest of every parameter and buffer, the transform, the image source, the
 files' paths, labels, sizes and mtimes, the view and its seed, precision and memory format); a
 change in any of them means new features, never stale ones. The store lives in memory for the
-run, and optionally on disk (`directory`) across runs.
+run, and optionally on disk (`directory`) across runs. With the persistent cache (`disk`,
+`thawkit.data.disk_cache`, on by default) the features are also kept as one row per file: a
+later run (the next job of a sweep) extracts only the files that are new or changed. So that a
+row never depends on which other files were extracted with it, each augmented image draws its
+augmentation from its own seed (the view's seed and its path).
 
-Here: the decisions and the extraction. The keys and the store are in
-`thawkit.data.feature_store`, the switching loader in `thawkit.data.feature_loader`.
+Here: the decisions. The keys and the store are in `thawkit.data.feature_store`, the extraction
+and the rows on disk in `thawkit.data.feature_rows`, the switching loader in
+`thawkit.data.feature_loader`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from contextlib import nullcontext
 from typing import Any
 
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Subset, TensorDataset
 
+from thawkit.data.disk_cache import DiskCache, file_identity
 from thawkit.data.feature_loader import SwitchingLoader, loader_like
+from thawkit.data.feature_rows import ViewItems, extract_features, load_rows, save_rows
 from thawkit.data.feature_store import (
     FeatureStore,
     cache_key,
@@ -57,33 +62,12 @@ from thawkit.data.feature_store import (
     module_digest,
 )
 
+__all__ = ["FeatureCache", "extract_features"]
+
 log = logging.getLogger(__name__)
 
 # A training forward that differs from the evaluation forward by more than this is not frozen.
 _FORWARD_TOLERANCE = 1e-5
-
-
-# ----------------------------------------------------------------- extraction
-@torch.no_grad()
-def extract_features(
-    backbone: nn.Module,
-    dataset: Any,
-    batch_size: int = 64,
-    device: torch.device | str = "cpu",
-    num_workers: int = 0,
-    forward_context: Any = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled features (N x D, float32, CPU) and labels of every item of `dataset`, in order.
-
-    The caller puts the backbone in eval mode (and restores its mode afterwards).
-    """
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    features, labels = [], []
-    with forward_context if forward_context is not None else nullcontext():
-        for x, y in loader:
-            features.append(backbone(x.to(device, non_blocking=True)).float().cpu())
-            labels.append(torch.as_tensor(y))
-    return torch.cat(features), torch.cat(labels)
 
 
 # ----------------------------------------------------------------- the decisions
@@ -114,6 +98,8 @@ class FeatureCache:
         self.views = views
         self.batch_size = batch_size
         self.store = FeatureStore(directory)
+        self.disk: DiskCache | None = None  # the persistent cache (thawkit.run.speed sets it)
+        self.num_reused = 0  # feature rows read back from the persistent cache
         self.trainer: Any = None
         self.module: Any = None
         self.datamodule: Any = None
@@ -223,7 +209,7 @@ class FeatureCache:
         return loader_like(loader, TensorDataset(features, labels))
 
     # ------------------------------------------------------------- extraction
-    def _key(self, split: str, dataset: Any, view: int, random: bool) -> str:
+    def _key(self, split: str, dataset: Any, view: int, random: bool, files: bool = True) -> str:
         module = self.module
         images = getattr(dataset, "images", None)
         first = next(module.backbone.parameters())
@@ -235,7 +221,8 @@ class FeatureCache:
             state=module_digest(module.backbone),
             transform=repr(dataset.transform),
             images=images.describe() if images is not None else "decoded from file",
-            files=files_digest(dataset.samples),
+            # Without the files: the persistent cache's rows are keyed by file, under the split.
+            files=files_digest(dataset.samples) if files else f"rows of {split}",
             view=view,
             seed=self._view_seed(view) if random else None,
             precision=self.trainer.precision,
@@ -254,34 +241,63 @@ class FeatureCache:
         cached = self.store.get(key)
         if cached is not None:
             return cached
+        rows: dict[str, torch.Tensor] = {}
+        ids: list[str] = []
+        if self.disk is not None:
+            disk_key = self._key(split, dataset, view, random, files=False)
+            ids = [file_identity(p) for p, _ in dataset.samples]
+            rows = load_rows(self.disk, disk_key, ids)
+        todo = [i for i in range(len(dataset)) if not ids or ids[i] not in rows]
         module, trainer = self.module, self.trainer
         was_training = module.training
         devices = [module.device] if module.device.type == "cuda" else []
         start = time.perf_counter()
         # The run's random stream continues as if the cache did not exist; the augmentations of
-        # a view come from their own seed (reproducible, and part of the key).
+        # a view come from their own seeds (reproducible, and part of the key).
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self._view_seed(view))
             try:
                 if not self._forward_checked and not self._frozen_forward_is_eval(dataset):
                     return None, None
                 module.eval()
-                features, labels = extract_features(
-                    module.backbone,
-                    dataset,
-                    batch_size=self.batch_size or getattr(self.datamodule, "batch_size", 32),
-                    device=module.device,
-                    num_workers=self._extraction_workers(dataset),
-                    forward_context=trainer.precision_plugin.forward_context(),
+                items = ViewItems(dataset, self._view_seed(view)) if random else dataset
+                new = (
+                    extract_features(
+                        module.backbone,
+                        Subset(items, todo) if len(todo) < len(dataset) else items,
+                        batch_size=self.batch_size or getattr(self.datamodule, "batch_size", 32),
+                        device=module.device,
+                        num_workers=self._extraction_workers(dataset),
+                        forward_context=trainer.precision_plugin.forward_context(),
+                    )[0]
+                    if todo
+                    else None
                 )
             finally:
                 module.train(was_training)
+        features = self._assemble(ids, rows, todo, new)
+        labels = torch.as_tensor([y for _, y in dataset.samples], dtype=torch.long)
         elapsed = time.perf_counter() - start
         self.extract_time_s += elapsed
-        self.extractions.append({"split": split, "view": view, "n": len(labels), "s": elapsed})
-        self._say_extracted(split, view, random, len(labels), elapsed)
+        self.num_reused += len(dataset) - len(todo)
+        if todo:  # `extractions` lists the passes through the backbone
+            self.extractions.append({"split": split, "view": view, "n": len(todo), "s": elapsed})
+        self._say_extracted(split, view, random, len(todo), len(dataset) - len(todo), elapsed)
+        if self.disk is not None and todo:
+            save_rows(self.disk, disk_key, ids, features)
         self.store.put(key, features, labels)
         return features, labels
+
+    @staticmethod
+    def _assemble(
+        ids: list[str], rows: dict[str, torch.Tensor], todo: list[int], new: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Rows read back and rows extracted now, in the dataset's order."""
+        if not rows:
+            assert new is not None
+            return new
+        fresh = dict(zip(todo, new, strict=True)) if new is not None else {}
+        return torch.stack([fresh[i] if i in fresh else rows[name] for i, name in enumerate(ids)])
 
     def _extraction_workers(self, dataset: Any) -> int:
         # Images already decoded in memory need no worker processes: starting one costs more
@@ -291,14 +307,21 @@ class FeatureCache:
             return 0
         return getattr(self.datamodule, "num_workers", 0)
 
-    def _say_extracted(self, split: str, view: int, random: bool, n: int, s: float) -> None:
+    def _say_extracted(
+        self, split: str, view: int, random: bool, n: int, reused: int, s: float
+    ) -> None:
         what = f"augmented view {view}" if random else "no augmentation"
+        if not n:
+            log.info("Feature cache: %d %s images (%s) read back from the persistent cache",
+                     reused, split, what)  # fmt: skip
+            return
         log.info(
-            "Feature cache: %d %s images through the frozen backbone once (%s) in %.2f s",
+            "Feature cache: %d %s images through the frozen backbone once (%s) in %.2f s%s",
             n,
             split,
             what,
             s,
+            f"; {reused} read back from the persistent cache" if reused else "",
         )
 
     def _frozen_forward_is_eval(self, dataset: Any) -> bool:

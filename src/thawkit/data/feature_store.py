@@ -1,7 +1,8 @@
 """The feature cache's keys and store: what determines pooled features, and where they are kept.
 
 A key covers everything that determines the features (see `thawkit.data.feature_cache`); the
-store holds them by key in memory for the run and, optionally, on disk across runs.
+store holds them by key in memory for the run and, optionally, on disk across runs (the
+persistent cache's rows per file are in `thawkit.data.feature_rows`).
 """
 
 from __future__ import annotations

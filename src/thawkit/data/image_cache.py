@@ -17,12 +17,16 @@ these small images instead of the full-resolution files.
   about 1.0 ms against 0.5 ms as a tensor (measured at 160 px), under 1% of a training step.
 - Beyond `budget_mb`, images are not stored: they are decoded (and resized the same way) on the
   fly, so the budget changes speed, never what is trained.
+- With the persistent cache (`disk`, `thawkit.data.disk_cache`), the resized pixels of every
+  file are also kept on disk, keyed by the file's identity, the side and the interpolation: a
+  later run reads them back (~0.1 ms an image) instead of decoding the file.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import struct
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +36,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+from thawkit.data.disk_cache import DiskCache, digest, file_identity
 from thawkit.data.folder import load_rgb
 
 log = logging.getLogger(__name__)
@@ -57,6 +62,7 @@ class ImageCache:
         budget_mb: memory the cached pixels may take; images beyond it decode on the fly.
         interpolation: resize interpolation (the backbone's, e.g. `bilinear` or `bicubic`).
         workers: decoding threads for `fill` (PIL releases the GIL while decoding).
+        disk: the persistent cache the resized pixels are also kept in (None = memory only).
     """
 
     def __init__(
@@ -65,6 +71,7 @@ class ImageCache:
         budget_mb: float = 1024.0,
         interpolation: str = "bilinear",
         workers: int | None = None,
+        disk: DiskCache | None = None,
     ) -> None:
         if short_side < 1:
             raise ValueError(f"image cache short_side={short_side} must be >= 1 pixel")
@@ -81,6 +88,9 @@ class ImageCache:
         self.nbytes = 0
         self.num_spilled = 0
         self.fill_time_s = 0.0
+        self.disk = disk
+        self.num_decoded = 0  # files decoded by `fill`
+        self.num_reused = 0  # images `fill` read back from the persistent cache
 
     def __contains__(self, path: str) -> bool:
         return path in self.images
@@ -99,11 +109,39 @@ class ImageCache:
             return Image.fromarray(pixels, mode="RGB")
         return decode_resized(path, self.short_side, self.interpolation)
 
-    def _try_decode(self, path: str) -> np.ndarray | None:
-        try:
-            return np.asarray(decode_resized(path, self.short_side, self.interpolation))
-        except Exception:  # PIL raises many types for broken files
+    def _disk_key(self, path: str) -> str:
+        return digest("image", file_identity(path), str(self.short_side), self.interpolation)
+
+    def _from_disk(self, key: str) -> np.ndarray | None:
+        payload = self.disk.read("images", key)
+        if payload is None:
             return None
+        try:
+            height, width = struct.unpack_from("<II", payload)
+            return np.frombuffer(payload, np.uint8, offset=8).reshape(height, width, 3)
+        except (struct.error, ValueError) as e:
+            self.disk.corrupt("images", key, f"not an image of its stated size: {e}")
+            return None
+
+    def _try_decode(self, path: str) -> tuple[np.ndarray | None, bool]:
+        """The resized pixels (None: unreadable), and whether they came from the disk cache."""
+        key = None
+        if self.disk is not None:
+            try:
+                key = self._disk_key(path)
+            except OSError:
+                return None, False
+            pixels = self._from_disk(key)
+            if pixels is not None:
+                return pixels, True
+        try:
+            pixels = np.asarray(decode_resized(path, self.short_side, self.interpolation))
+        except Exception:  # PIL raises many types for broken files
+            return None, False
+        if key is not None and pixels.ndim == 3 and pixels.shape[2] == 3:
+            header = struct.pack("<II", pixels.shape[0], pixels.shape[1])
+            self.disk.write("images", key, header + np.ascontiguousarray(pixels).tobytes())
+        return pixels, False
 
     def fill(self, paths: Sequence[str]) -> None:
         """Decode `paths` (in this order) into the cache until the budget is used up.
@@ -120,9 +158,11 @@ class ImageCache:
                     self.num_spilled += len(todo) - i
                     break
                 part = todo[i : i + chunk]
-                for path, img in zip(part, pool.map(self._try_decode, part), strict=True):
+                for path, (img, reused) in zip(part, pool.map(self._try_decode, part), strict=True):
                     if img is None:  # unreadable: `load` raises the real error when it is used
                         continue
+                    self.num_reused += reused
+                    self.num_decoded += not reused
                     size = img.nbytes
                     if self.nbytes + size > self.budget_bytes:
                         self.num_spilled += 1
@@ -131,10 +171,11 @@ class ImageCache:
                     self.nbytes += size
         self.fill_time_s += time.perf_counter() - start
         log.info(
-            "Image cache: %d images decoded once at %d px shorter side, %.1f MB of the %.0f MB "
+            "Image cache: %d images decoded once at %d px shorter side%s, %.1f MB of the %.0f MB "
             "budget, in %.2f s%s",
             len(self.images),
             self.short_side,
+            f" ({self.num_reused} read back from the persistent cache)" if self.num_reused else "",
             self.nbytes / 2**20,
             self.budget_bytes / 2**20,
             self.fill_time_s,

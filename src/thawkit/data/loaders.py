@@ -17,10 +17,19 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from thawkit.seeding import SeededEpochSampler, SeededSamples, batches_done_in_epoch
 
+# With a GPU the training process hardly uses the CPU: the workers may take every core but one.
+MAX_GPU_WORKERS = 16
 
-def default_num_workers() -> int:
-    """Leave one core to the training process; at most 4 workers."""
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+def default_num_workers(gpu: bool | None = None) -> int:
+    """Leave one core to the training process; at most 4 workers on CPU, 16 with a GPU.
+
+    On a CPU the workers compete with the training process's own threads (4 was fastest on a
+    2-core machine, docs/benchmarks.md); with a GPU (`gpu=None`: one is present) decoding and
+    augmentation are what the GPU waits for.
+    """
+    gpu = torch.cuda.is_available() if gpu is None else gpu
+    return max(0, min(MAX_GPU_WORKERS if gpu else 4, (os.cpu_count() or 1) - 1))
 
 
 def _one_thread_per_worker(_: int) -> None:

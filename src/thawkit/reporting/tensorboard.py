@@ -141,6 +141,10 @@ class RunViews(L.Callback):
         self.max_classes_recall = max_classes_recall
         self.logged_events = 0
         self._samples_done = False
+        # Axes positions of the first confusion figure: later epochs' figures (same classes,
+        # same size) reuse them instead of running matplotlib's constrained layout again, a
+        # third of the figure's cost (0.12 of 0.35 s measured on a loaded 2-core machine).
+        self._confusion_layout: list[Any] | None = None
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -237,9 +241,14 @@ class RunViews(L.Callback):
                 logger.log_metrics(metrics, step=step)
         if trainer.current_epoch % self.confusion_every_n_epochs == 0:
             title = f"Validation, epoch {trainer.current_epoch}"
-            self._image(
-                trainer, "val/confusion_matrix", confusion_figure(confusion, names, title), step
-            )
+            fig = confusion_figure(confusion, names, title)
+            if self._confusion_layout is not None and len(fig.axes) == len(self._confusion_layout):
+                fig.set_layout_engine("none")
+                for ax, position in zip(fig.axes, self._confusion_layout, strict=True):
+                    ax.set_position(position)
+            self._image(trainer, "val/confusion_matrix", fig, step)
+            if self._confusion_layout is None:  # drawn once with the layout engine: keep it
+                self._confusion_layout = [ax.get_position() for ax in fig.axes]
 
     # ------------------------------------------------------------------ end
     @rank_zero_only

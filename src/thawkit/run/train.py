@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from thawkit.config.checks import validate
 from thawkit.data import ImageFolderDataModule
+from thawkit.data.disk_cache import open_cache
 from thawkit.finetune.auto import resolve_auto
 from thawkit.finetune.ddp import check_strategy
 from thawkit.finetune.module import FineTuneModule
@@ -52,6 +53,7 @@ def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Tra
     datamodule: ImageFolderDataModule = instantiate(
         cfg.data, preprocessing=preprocessing, **targets
     )
+    datamodule.disk_cache = open_cache(cfg.callbacks.get("speed"))  # before the image scan
     datamodule.prepare_data()
     datamodule.setup("fit")
     # strategy=auto: decide now, before the model; what it wrote passes the same checks.

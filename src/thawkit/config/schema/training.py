@@ -113,6 +113,10 @@ class SpeedSchema:
     # Decoded images held as uint8 in memory, resized once; beyond it they decode on the fly.
     image_cache_mb: float = spec(1024.0, at_least(0, " (0 = off)"))
     image_short_side: int | None = spec(None, at_least(1))
+    # Scan verdicts, decoded images and features kept on disk for later runs (thawkit cache).
+    persistent_cache: bool = True
+    persistent_cache_mb: float = spec(4096.0, at_least(0))
+    persistent_cache_dir: str | None = None
     channels_last: bool = True
     compile: bool = False
     threads: int | None = spec(None, at_least(1, " (or null for PyTorch's)"))
