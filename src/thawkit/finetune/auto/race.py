@@ -149,17 +149,17 @@ def train_candidate(
         held_set = ImageDataset(list(held), eval_transform(pre, size))
         batch = datamodule.batch_size
         order = RandomSampler(train_set, generator=torch.Generator().manual_seed(seed))
-        workers = datamodule.num_workers
+        workers = 0  # a few hundred images: starting worker processes costs more than it saves
         train_loader = build_loader(train_set, batch, workers, order, len(fit) % batch == 1)
         held_loader = build_loader(held_set, batch, workers)
         model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
         model_cfg.pop("reset_head", None)
-        for key, value in candidate.settings.items():
-            top, _, sub = key.partition(".")
-            if top == "model" and "." not in sub:
-                model_cfg[sub] = value
-            elif top == "model":
-                model_cfg.setdefault(sub.split(".")[0], {})[sub.split(".")[1]] = value
+        for key, value in candidate.settings.items():  # dotted model.* keys
+            *parents, leaf = key.split(".")[1:]
+            node = model_cfg
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
         with quiet_loggers(*QUIET):
             model = instantiate(
                 model_cfg,

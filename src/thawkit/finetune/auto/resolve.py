@@ -100,10 +100,19 @@ def strategy_config(name: str) -> DictConfig:
 
 
 def _extra(chosen: DictConfig) -> dict[str, Any]:
-    # A strategy file's other keys (scratch: model.weights, model.lr_decay) are settings too.
-    return {
-        f"{top}.{k}": v for top, sub in chosen.items() if top != "strategy" for k, v in sub.items()
-    }
+    """A strategy file's other keys (scratch: model.weights; lp_ft: model.head.kind), as
+    dotted leaf keys: settings too (a leaf at a time, so a structured node is never replaced)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            flat[prefix] = node
+
+    walk("", {k: v for k, v in OmegaConf.to_container(chosen).items() if k != "strategy"})
+    return flat
 
 
 def apply(cfg: DictConfig, decision: Decision, explicit: set[str], num_groups: int = 0) -> None:
