@@ -31,8 +31,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-# The project's shared data sits next to the repository (../shared/data), as in common.py.
-SHARED = Path(os.environ.get("THAWKIT_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+# The project's shared data sits next to the repository (../shared/data), or next to its parent
+# folder (a git worktree lives one level deeper).
+_NEAR = [p / "shared" / "data" for p in (ROOT.parent, ROOT.parent.parent)]
+SHARED = Path(
+    os.environ.get("THAWKIT_SHARED_DATA", str(next((p for p in _NEAR if p.is_dir()), _NEAR[0])))
+)
 SETS = ("hymenoptera", "rsscn7", "dtd10", "brain_mri_tumor", "digits")
 FIXED = ("feature_extraction", "partial", "gradual", "full", "two_phase", "lp_ft")
 DEFAULT_STRATEGY = "full"  # train.yaml's strategy
@@ -174,7 +178,7 @@ def main() -> None:
     for name in args.sets:
         tag = f"{name}-{args.size}px-{args.max_train or 'all'}x{args.max_val or 'all'}"
         data = source_root(name, Path(args.data_dir))
-        if args.max_train or args.max_val:
+        if (args.max_train or args.max_val) and not args.report_only:
             data = subsample(
                 data, out / "data" / tag, {"train": args.max_train, "val": args.max_val}
             )
