@@ -232,7 +232,12 @@ def test_partial_choice_fills_its_node_and_keep_wins(tmp_path, image_folder, mon
     monkeypatch.setattr(auto_resolve, "measure", lambda *a, **k: signals(20, 0.55))
     cfg = tiny_cfg(
         tmp_path,
-        ["strategy=auto", "strategy.keep=[model.weight_decay]", "model.label_smoothing=0.05"],
+        [
+            "strategy=auto",
+            "strategy.keep=[model.weight_decay]",
+            "model.label_smoothing=0.05",
+            "strategy.race=false",  # the table's own pick (the race: test_auto_race.py)
+        ],
         data_root=image_folder,
     )
     record = auto.resolve_auto(cfg, _datamodule(cfg))
@@ -249,6 +254,7 @@ def test_auto_run_records_its_choice_and_keeps_explicit_values(
     tmp_path: Path, image_folder: Path, weights_file: Path, monkeypatch, caplog
 ) -> None:
     overrides = ["strategy=auto", "trainer.max_epochs=2", f"model.weights={weights_file}"]
+    overrides.append("strategy.race=false")  # the table's own pick (the race: test_auto_race.py)
     cfg = tiny_cfg(tmp_path, overrides, data_root=image_folder)
     with caplog.at_level(logging.INFO, logger="thawkit.finetune.auto"):
         train(cfg)
@@ -291,6 +297,7 @@ def test_auto_run_records_its_choice_and_keeps_explicit_values(
             "strategy=auto",
             "trainer.max_epochs=3",
             f"model.weights={weights_file}",
+            "strategy.race=false",
             "ckpt_path=last",
         ],
         data_root=image_folder,

@@ -85,12 +85,14 @@ def test_the_run_entry_checks_what_auto_wrote(tmp_path, image_folder, monkeypatc
     # real test backbone has 6, so the config auto wrote is invalid and the run stops there.
     monkeypatch.setattr(auto_resolve, "measure", lambda *a, **k: SMALL_MODERATE)
     monkeypatch.setattr(auto_resolve, "layer_group_names", lambda name: ["g"] * 400)
-    cfg = tiny_cfg(tmp_path, ["strategy=auto"], data_root=image_folder)
+    # The table's choice alone (a race would train the 400-group plan before any check).
+    no_race = ["strategy=auto", "strategy.race=false"]
+    cfg = tiny_cfg(tmp_path, no_race, data_root=image_folder)
     with pytest.raises(ConfigError, match="strategy.initial_groups=100 is larger"):
         build(cfg)
     assert not (tmp_path / "run" / "auto.json").exists()  # an invalid choice is not recorded
     # Without a check (a config resolved in code) the same choice is written as decided.
-    cfg = tiny_cfg(tmp_path, ["strategy=auto"], data_root=image_folder)
+    cfg = tiny_cfg(tmp_path, no_race, data_root=image_folder)
     datamodule = instantiate(cfg.data, preprocessing=resolve_preprocessing(cfg.model.backbone))
     record = auto.resolve_auto(cfg, datamodule)  # the measure above reads no data
     assert record["strategy_args"] == {"initial_groups": 100}

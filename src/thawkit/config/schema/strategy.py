@@ -6,7 +6,7 @@ A strategy file (`# @package _global_`) names its schema in its defaults list
 
 from dataclasses import dataclass, field
 
-from thawkit.config.schema.rules import Rule, above, at_least, count_or_all, spec
+from thawkit.config.schema.rules import Rule, above, at_least, count_or_all, spec, within
 
 UNFREEZE_TARGET = "thawkit.finetune.unfreeze.UnfreezeSchedule"
 AUTO_TARGET = "thawkit.finetune.auto.AutoStrategy"
@@ -57,3 +57,12 @@ class AutoSchema:
     baseline: bool = True
     # Keys auto must leave as configured although not on the command line (experiment files).
     keep: list[str] = field(default_factory=list)
+    # A short race between the table's pick and these strategies (successive halving on a slice
+    # of the training images; thawkit.finetune.auto.race); race: false = the table decides.
+    race: bool = True
+    candidates: list[str] = field(default_factory=lambda: ["full", "lp_ft"])
+    # Training images in the race (an even share per class) and the share of them held out.
+    race_images: int = spec(256, at_least(4))
+    race_holdout: float = spec(0.34, within(0, 1, "()"))
+    # Epochs of every race training (each schedule fitted into them).
+    race_epochs: int = spec(3, at_least(1))

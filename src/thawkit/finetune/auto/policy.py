@@ -114,6 +114,9 @@ class Decision:
     domain: str = ""
     applied: dict[str, Any] = field(default_factory=dict)
     kept: dict[str, Any] = field(default_factory=dict)
+    table_pick: str = ""  # the table's choice (the race may pick another)
+    race: dict[str, Any] | None = None  # thawkit.finetune.auto.race's record, None = no race
+    schedule: dict[str, Any] = field(default_factory=dict)  # budget.fit_schedule's changes
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,6 +140,12 @@ class AutoStrategy:
             the pretrained probe's score alone is the domain score.
         keep: config keys auto must leave as configured even when not given on the command
             line (e.g. [trainer.max_epochs] in an experiment file).
+        race: race the table's pick against `candidates` on a slice of the training images
+            (successive halving, `thawkit.finetune.auto.race`) and train the winner.
+        candidates: strategy config names that race the table's pick.
+        race_images: training images in the race (an even share per class).
+        race_holdout: the share of them held out to score the race.
+        race_epochs: epochs of every race training.
     """
 
     def __init__(
@@ -151,6 +160,11 @@ class AutoStrategy:
         max_images: int = AutoSchema.max_images,
         baseline: bool = AutoSchema.baseline,
         keep: Sequence[str] = (),
+        race: bool = AutoSchema.race,
+        candidates: Sequence[str] = ("full", "lp_ft"),
+        race_images: int = AutoSchema.race_images,
+        race_holdout: float = AutoSchema.race_holdout,
+        race_epochs: int = AutoSchema.race_epochs,
     ) -> None:
         if not 0 < small_per_class <= large_per_class <= huge_per_class:
             raise ValueError(
@@ -167,6 +181,18 @@ class AutoStrategy:
         unknown = [k for k in keep if k not in FILLABLE]
         if unknown:
             raise ValueError(f"strategy.keep={unknown}: auto only fills {list(FILLABLE)}")
+        bad = [c for c in candidates if c in (AUTO, "scratch")]
+        if bad:
+            raise ValueError(
+                f"strategy.candidates={list(candidates)}: {bad} cannot race (auto chooses; "
+                "scratch discards the pretrained weights the race starts from)"
+            )
+        self.race, self.candidates = race, list(candidates)
+        self.race_images, self.race_holdout, self.race_epochs = (
+            race_images,
+            race_holdout,
+            race_epochs,
+        )
         self.name = name
         self.small_per_class, self.large_per_class = small_per_class, large_per_class
         self.huge_per_class = huge_per_class
@@ -235,6 +261,7 @@ class AutoStrategy:
         settings["trainer.max_epochs"] = epochs
         reasons.append(f"{self._table_cell(size, domain)} -> {chosen}: {why}.")
         return Decision(
+            table_pick=chosen,
             chosen=chosen,
             strategy_args=args,
             settings=settings,
@@ -243,6 +270,20 @@ class AutoStrategy:
             size=size,
             domain=domain,
         )
+
+    def alternative(self, decision: Decision, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(strategy args, settings) of strategy `name` as a race candidate beside `decision`:
+        the table's own for its pick; otherwise the default LRs (5e-3 for a lone linear head),
+        with the data size's regularisation and epochs."""
+        if name == decision.chosen:
+            return dict(decision.strategy_args), dict(decision.settings)
+        settings: dict[str, Any] = dict(DEFAULT_LRS)
+        if name == "feature_extraction":
+            settings["model.lr"] = 5e-3
+        if decision.size == "small":
+            settings.update(STRONG_REG)
+        settings["trainer.max_epochs"] = EPOCHS.get(decision.size, EPOCHS["medium"])
+        return {}, settings
 
     @staticmethod
     def _table_cell(size: str, domain: str) -> str:

@@ -33,8 +33,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from thawkit import CONF_DIR
 from thawkit.atomic import write_json_atomic
 from thawkit.config.schema import load_option
+from thawkit.finetune.auto.budget import fit_schedule
 from thawkit.finetune.auto.policy import AUTO, AutoStrategy, Decision
 from thawkit.finetune.auto.probe import measure
+from thawkit.finetune.auto.race import Candidate, run_race
 from thawkit.models.backbone import layer_group_names
 
 if TYPE_CHECKING:
@@ -97,17 +99,43 @@ def strategy_config(name: str) -> DictConfig:
     )
 
 
-def apply(cfg: DictConfig, decision: Decision, explicit: set[str]) -> None:
+def _extra(chosen: DictConfig) -> dict[str, Any]:
+    """A strategy file's other keys (scratch: model.weights; lp_ft: model.head.kind), as
+    dotted leaf keys: settings too (a leaf at a time, so a structured node is never replaced)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            flat[prefix] = node
+
+    walk("", {k: v for k, v in OmegaConf.to_container(chosen).items() if k != "strategy"})
+    return flat
+
+
+def apply(cfg: DictConfig, decision: Decision, explicit: set[str], num_groups: int = 0) -> None:
     """Write the decision into `cfg` (in place): the strategy node, and every setting whose
-    key the user did not set (those are recorded in `decision.kept` instead)."""
+    key the user did not set (those are recorded in `decision.kept` instead).
+
+    The strategy's unfreezing schedule is fitted into the run's `trainer.max_epochs`
+    (`budget.fit_schedule`, recorded in `decision.schedule`) when `num_groups` is known."""
     chosen = strategy_config(decision.chosen)
     node = OmegaConf.merge(chosen.strategy, decision.strategy_args)
     node.name = AUTO  # summaries and sweeps see `auto`; summary.json's auto.chosen names the pick
-    # A strategy file's other keys (scratch: model.weights, model.lr_decay) are settings too.
-    extra = {
-        f"{top}.{k}": v for top, sub in chosen.items() if top != "strategy" for k, v in sub.items()
-    }
-    settings = {**extra, **decision.settings}
+    settings = {**_extra(chosen), **decision.settings}
+    epochs = int(
+        OmegaConf.select(cfg, "trainer.max_epochs")
+        if "trainer.max_epochs" in explicit
+        else settings.get("trainer.max_epochs", cfg.trainer.max_epochs)
+    )
+    if num_groups:
+        changes, why = fit_schedule(OmegaConf.to_container(node), num_groups, epochs)
+        node = OmegaConf.merge(node, changes)
+        decision.schedule = {"epochs": epochs, "changes": changes, "reason": why}
+        if why and not any(r.startswith("Budget: ") for r in decision.reasons):
+            decision.reasons.append(f"Budget: {why}.")
     decision.applied, decision.kept = {}, {}
     with open_dict(cfg):
         cfg.strategy = node
@@ -129,6 +157,53 @@ def _log(decision: Decision) -> None:
         log.info(
             "strategy=auto: kept %s=%s as given (auto would have picked %s)", key, value, wanted
         )
+
+
+def race(
+    cfg: DictConfig,
+    datamodule: Any,
+    auto: AutoStrategy,
+    decision: Decision,
+    num_groups: int,
+    seed: int,
+) -> None:
+    """Race the table's pick against `auto.candidates` and make the winner the decision (in
+    place), with the race's record and a reason; nothing changes when the race cannot run."""
+    names = list(dict.fromkeys([decision.chosen, *auto.candidates]))
+    if len(names) < 2 or decision.signals.get("min_images_per_class", 0) < 3:
+        # A class needs an image on either side of the race's split, and one more to train on.
+        decision.race = {"skipped": "fewer than 2 candidates, or a class with < 3 images"}
+        return
+    plans: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    candidates = []
+    for name in names:
+        chosen = strategy_config(name)
+        args, settings = auto.alternative(decision, name)
+        plans[name] = (args, settings)
+        node = OmegaConf.to_container(OmegaConf.merge(chosen.strategy, args), resolve=True)
+        node.update(fit_schedule(node, num_groups, auto.race_epochs)[0])
+        model = {k: v for k, v in {**_extra(chosen), **settings}.items() if k.startswith("model.")}
+        candidates.append(Candidate(name, node, model))
+    record = run_race(
+        cfg, datamodule, candidates, auto.race_images, auto.race_epochs, auto.race_holdout, seed
+    )
+    winner = record["winner"]
+    final = record["rungs"][-1]["results"]
+    scores = ", ".join(f"{n} {r['acc']:.1%}" for n, r in final.items())
+    decision.race = record
+    if winner != decision.chosen:
+        decision.chosen = winner
+        decision.strategy_args, decision.settings = plans[winner]
+    decision.reasons.append(
+        f"Race: {len(names)} strategies trained {auto.race_epochs} epochs each on "
+        f"{record['fit_images']} training images, scored on {record['held_out_images']} held "
+        f"out (successive halving, {record['time_s']:.0f} s); last rung: {scores}: "
+        + (
+            f"{winner} wins over the table's {decision.table_pick}."
+            if winner != decision.table_pick
+            else f"the table's {winner} holds."
+        )
+    )
 
 
 def resolve_auto(
@@ -167,7 +242,10 @@ def resolve_auto(
         signals = measure(cfg, datamodule, auto.max_images, seed, auto.baseline)
         groups = signals.layer_groups or len(layer_group_names(str(cfg.model.backbone)))
         decision = auto.decide(signals, groups, "model.weights" in explicit)
-    apply(cfg, decision, explicit)
+        if auto.race and decision.chosen != "scratch":
+            race(cfg, datamodule, auto, decision, groups, seed)
+    groups = decision.signals.get("layer_groups") or len(layer_group_names(str(cfg.model.backbone)))
+    apply(cfg, decision, explicit, groups)
     _log(decision)
     if check is not None:
         check(cfg)
