@@ -32,7 +32,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from thawkit.finetune.module import FineTuneModule
 from thawkit.reporting.summary import RunSummary
 from thawkit.reporting.tensorboard import final_metrics
-from thawkit.reporting.trackers import local_store_dir
+from thawkit.reporting.trackers import finish_runs, local_store_dir
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class TrackerRecords(L.Callback):
 
     def __init__(self) -> None:
         self._metrics_logged = False
+        self._sent: dict[Path, float] = {}  # file -> its mtime when handed over
 
     @staticmethod
     def _summary(trainer: L.Trainer) -> RunSummary | None:
@@ -100,6 +101,7 @@ class TrackerRecords(L.Callback):
         self, trainer: L.Trainer, pl_module: FineTuneModule, exception: BaseException
     ) -> None:
         self.record(trainer, pl_module, with_model=False)  # the summary says how it ended
+        finish_runs(trainer.loggers, exit_code=1)
 
     @rank_zero_only
     def record(self, trainer: L.Trainer, pl_module: FineTuneModule, with_model: bool) -> None:
@@ -111,18 +113,25 @@ class TrackerRecords(L.Callback):
         metrics = {} if self._metrics_logged else final_metrics(trainer, summary)
         self._metrics_logged = self._metrics_logged or bool(metrics)
         record = _read_json(summary.path)
+        files = self._changed([summary.path, *sorted((run_dir / "plots").glob("*.png"))])
         ckpt_cb = trainer.checkpoint_callback
         best = Path(ckpt_cb.best_model_path) if ckpt_cb and ckpt_cb.best_model_path else None
+        model = best if with_model else None  # the checkpoint goes to MLflow once, after fit
         for logger in trainer.loggers:
             try:
                 if isinstance(logger, MLFlowLogger):
-                    _to_mlflow(logger, run_dir, record, metrics, best if with_model else None)
+                    _to_mlflow(logger, run_dir, files, record, metrics, model)
                 elif isinstance(logger, WandbLogger):
-                    _to_wandb(logger, run_dir, record, metrics, best)
+                    _to_wandb(logger, run_dir, files, record, metrics, best)
                 elif isinstance(logger, CSVLogger) and metrics:
                     logger.log_metrics(metrics, step=trainer.global_step)
             except Exception as e:  # a tracker's hiccup must not fail a run that trained
                 log.warning("Could not hand the run's records to %s: %s", type(logger).__name__, e)
+        self._sent.update({f: f.stat().st_mtime for f in files})
+
+    def _changed(self, files: list[Path]) -> list[Path]:
+        """The files that exist and were not handed over as they are now (test after fit)."""
+        return [f for f in files if f.is_file() and self._sent.get(f) != f.stat().st_mtime]
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -148,6 +157,7 @@ def model_card(record: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
 def _to_mlflow(
     logger: MLFlowLogger,
     run_dir: Path,
+    files: list[Path],
     record: dict[str, Any],
     metrics: dict[str, float],
     checkpoint: Path | None,
@@ -155,10 +165,9 @@ def _to_mlflow(
     client, run = logger.experiment, logger.run_id
     if metrics:
         logger.log_metrics(metrics, step=0)
-    if (run_dir / "summary.json").is_file():
-        client.log_artifact(run, str(run_dir / "summary.json"))
-    if (run_dir / "plots").is_dir():
-        client.log_artifacts(run, str(run_dir / "plots"), "plots")
+    for file in files:  # summary.json at the top, plots/ as plots/
+        folder = file.parent.relative_to(run_dir).as_posix()
+        client.log_artifact(run, str(file), None if folder == "." else folder)
     if checkpoint is not None and checkpoint.is_file():
         client.log_artifact(run, str(checkpoint), "model")
         with tempfile.TemporaryDirectory() as tmp:
@@ -174,15 +183,17 @@ def _to_mlflow(
 def _to_wandb(
     logger: WandbLogger,
     run_dir: Path,
+    files: list[Path],
     record: dict[str, Any],
     metrics: dict[str, float],
     checkpoint: Path | None,
 ) -> None:
     run = logger.experiment
-    for png in sorted((run_dir / "plots").glob("*.png")):
-        logger.log_image(f"plots/{png.stem}", images=[str(png)])
-    if (run_dir / "summary.json").is_file():
-        run.save(str(run_dir / "summary.json"), base_path=str(run_dir), policy="now")
+    for file in files:
+        if file.suffix == ".png":
+            logger.log_image(f"plots/{file.stem}", images=[str(file)])
+        else:
+            run.save(str(file), base_path=str(run_dir), policy="now")
     values: dict[str, Any] = dict(metrics)
     if checkpoint is not None:
         values["best_checkpoint"] = str(checkpoint.resolve())

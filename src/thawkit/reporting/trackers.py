@@ -139,10 +139,11 @@ def artifact_location(node: DictConfig) -> str | None:
 
 
 # --------------------------------------------------------------------------- set-up checks
-def check_server(uri: str, timeout: float = SERVER_TIMEOUT_S) -> None:
+def check_server(uri: str, timeout: float | None = None) -> None:
     """An http(s) tracking server answers within `timeout` seconds (any HTTP answer will do)."""
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+        url = uri.rstrip("/") + "/health"
+        with urllib.request.urlopen(url, timeout=timeout or SERVER_TIMEOUT_S):
             pass
     except urllib.error.HTTPError:
         return  # it answered, if not with OK: the client will say more
@@ -262,3 +263,16 @@ def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
     params = OmegaConf.to_container(OmegaConf.masked_copy(cfg, run_keys), resolve=True)
     for logger in loggers:
         logger.log_hyperparams(params)
+
+
+def finish_runs(loggers: list[Logger], exit_code: int = 0) -> None:
+    """End the runs that stay open until the process exits (W&B's), so that the offline run is
+    complete when the job ends and the next job of a multirun starts its own."""
+    for logger in loggers:
+        run = getattr(logger, "_experiment", None) if kind_of(logger) == "WandbLogger" else None
+        if run is not None and hasattr(run, "finish"):
+            run.finish(exit_code=exit_code)
+
+
+def kind_of(logger: Logger) -> str:
+    return type(logger).__name__

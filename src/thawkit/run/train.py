@@ -29,7 +29,7 @@ from thawkit.inference.teacher import build_distillation
 from thawkit.models.backbone import resolve_preprocessing
 from thawkit.reporting.summary import RunSummary, write_setup_failure
 from thawkit.reporting.tracker_records import TrackerRecords
-from thawkit.reporting.trackers import build_loggers, log_config
+from thawkit.reporting.trackers import build_loggers, finish_runs, log_config
 from thawkit.run.lifecycle import AtomicCheckpointIO, RunGuard
 from thawkit.run.preflight import preflight
 from thawkit.run.rundir import RunDirError, check_checkpoint_fits, prepare_run_dir
@@ -187,4 +187,5 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ckpt = (ckpt_cb.best_model_path or None) if ckpt_cb is not None else None
         for results in trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False):
             metrics.update(results)
+    finish_runs(trainer.loggers)  # W&B's run stays open until the process ends otherwise
     return metrics
