@@ -91,11 +91,11 @@ def test_multirun_on_a_tracking_server(tmp_path: Path, mlflow_server: str, monke
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name(str(sweep))
     assert experiment is not None  # one experiment for the multirun
-    runs = client.search_runs([experiment.experiment_id], order_by=["tags.`thawkit.job` ASC"])
+    runs = client.search_runs([experiment.experiment_id], order_by=["tags.`sweep_job` ASC"])
     assert len(runs) == 2
     for job, run in enumerate(runs):
         assert run.info.status == "FINISHED"
-        assert run.data.tags["thawkit.job"] == str(job)
+        assert run.data.tags["sweep_job"] == str(job)
         assert run.data.tags["override.seed"] == str(job)
         assert run.data.params["seed"] == str(job)  # the composed config as params
         assert run.data.params["strategy/name"] == "full"

@@ -169,7 +169,7 @@ def test_sweep_tags_name_the_overrides() -> None:
     }
     tags = run_tags(identity)
     assert tags["override.strategy"] == "gradual" and tags["override.unfreeze"] == "on_plateau"
-    assert tags["thawkit.sweep"] == "multirun/x" and tags["thawkit.job"] == "1"
+    assert tags["sweep"] == "multirun/x" and tags["sweep_job"] == "1"
 
 
 def test_sweep_report_links_runs_and_the_compare_view() -> None:

@@ -111,12 +111,12 @@ def run_identity(cfg: DictConfig) -> dict[str, Any]:
 
 def run_tags(identity: dict[str, Any]) -> dict[str, str]:
     """Tags that say where a run comes from: the run dir, and the sweep with its overrides."""
-    tags = {"thawkit.run": identity["name"]}
+    tags = {"run_dir": identity["name"]}
     if "sweep" in identity:
         tags |= {
-            "thawkit.sweep": identity["sweep"],
-            "thawkit.job": str(identity["job"]),
-            "thawkit.overrides": identity["override_dirname"],
+            "sweep": identity["sweep"],
+            "sweep_job": str(identity["job"]),
+            "sweep_overrides": identity["override_dirname"],
         }
         for item in identity["overrides"]:
             key, sep, value = item.partition("=")
