@@ -108,6 +108,8 @@ def test_many_gives_mlflow_metrics_config_files_and_model(make_cfg, tmp_path: Pa
     assert client.get_experiment(run.info.experiment_id).name == "thawkit"
     assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 2
     assert run.data.params["strategy/name"] == "full"  # the composed config
+    assert "paths/output_dir" not in run.data.params  # where, not what: the run_dir tag
+    assert run.data.tags["run_dir"] == str(run_dir)
     assert "lr/stem" in run.data.metrics and "trainable_params" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"summary.json", "plots", "model"} <= artifacts
@@ -162,6 +164,7 @@ def test_silent_server_times_out(monkeypatch) -> None:
 def test_sweep_tags_name_the_overrides() -> None:
     identity = {
         "name": "1_strategy=gradual",
+        "dir": "multirun/x/1_strategy=gradual",
         "sweep": "multirun/x",
         "job": 1,
         "overrides": ["strategy=gradual", "+unfreeze=on_plateau"],

@@ -97,7 +97,8 @@ def local_store_dir(uri: str) -> Path | None:
 # --------------------------------------------------------------------------- the run
 def run_identity(cfg: DictConfig) -> dict[str, Any]:
     """The run's name (its run dir's), and in a multirun its sweep dir, job number, overrides."""
-    identity: dict[str, Any] = {"name": Path(str(cfg.paths.output_dir)).name}
+    run_dir = str(cfg.paths.output_dir)
+    identity: dict[str, Any] = {"name": Path(run_dir).name, "dir": run_dir}
     if not HydraConfig.initialized():
         return identity
     hydra = HydraConfig.get()
@@ -111,7 +112,7 @@ def run_identity(cfg: DictConfig) -> dict[str, Any]:
 
 def run_tags(identity: dict[str, Any]) -> dict[str, str]:
     """Tags that say where a run comes from: the run dir, and the sweep with its overrides."""
-    tags = {"run_dir": identity["name"]}
+    tags = {"run_dir": identity["dir"]}
     if "sweep" in identity:
         tags |= {
             "sweep": identity["sweep"],
@@ -258,11 +259,31 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
 
 
 def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
-    """The composed config (without hydra's own keys) as every logger's hyperparameters."""
+    """The composed config (without hydra's own keys) as every logger's hyperparameters.
+
+    MLflow and W&B compare runs by their params: values that hold the run's own dir (paths,
+    checkpoint dirs) differ between any two runs and say where a run is, not what it trains,
+    so they leave those out (the `run_dir` tag says where).
+    """
     run_keys = [k for k in cfg if k != "hydra"]
     params = OmegaConf.to_container(OmegaConf.masked_copy(cfg, run_keys), resolve=True)
+    run_dir = str(cfg.paths.output_dir)
     for logger in loggers:
-        logger.log_hyperparams(params)
+        compared = kind_of(logger) in PACKAGES
+        logger.log_hyperparams(without_run_dir(params, run_dir) if compared else params)
+
+
+def without_run_dir(params: Any, run_dir: str) -> Any:
+    """`params` less every string value that holds `run_dir` (and the nodes left empty)."""
+    if isinstance(params, dict):
+        kept = {k: without_run_dir(v, run_dir) for k, v in params.items()}
+        return {k: v for k, v in kept.items() if v is not _DROP and v != {}}
+    if isinstance(params, str) and run_dir in params:
+        return _DROP
+    return params
+
+
+_DROP = object()
 
 
 def finish_runs(loggers: list[Logger], exit_code: int = 0) -> None:
