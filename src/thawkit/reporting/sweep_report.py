@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 import math
 import statistics
@@ -54,7 +55,7 @@ def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
     return [
         "job", "status", *factors, *FIXED_COLUMNS, "metric", "value", *BEST_KEYS, *tests,
         "train_time_s", "images_per_s", "epochs", "wall_time_s", "verdict", "diagnosis",
-        "error", "overrides",
+        "error", "overrides", *(["mlflow_run"] if any(r.get("mlflow_run") for r in rows) else []),
     ]  # fmt: skip
 
 
@@ -160,12 +161,34 @@ def markdown(
     if optuna:
         lines += ["", f"Optuna best trial: {metric} = {optuna.get('best_value')} with"]
         lines += [f"- `{k}={v}`" for k, v in (optuna.get("best_params") or {}).items()]
+    lines += tracker_lines(rows)
     if failed:
         lines += ["", "## Failed runs", "", "| job | overrides | error |", "|---|---|---|"]
         lines += [
             f"| {_cell(r['job'])} | {_cell(r['overrides'])} | {_cell(r['error'])} |" for r in failed
         ]
     return "\n".join(lines) + "\n"
+
+
+def tracker_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Each run's link into MLflow, and MLflow's compare view of them all."""
+    linked = [r for r in rows if r.get("mlflow_run")]
+    if not linked:
+        return []
+    base = linked[0]["mlflow_run"].partition("/#/")[0]
+    ids = [r["mlflow"]["run_id"] for r in linked]
+    experiments = sorted({str(r["mlflow"]["experiment_id"]) for r in linked})
+    compact = {"separators": (",", ":")}
+    compare = (
+        f"{base}/#/compare-runs?runs={json.dumps(ids, **compact)}"
+        f"&experiments={json.dumps(experiments, **compact)}"
+    )
+    lines = ["", "## In MLflow", "", f"[Compare the {len(linked)} runs]({compare})"]
+    if linked[0]["mlflow"].get("ui"):
+        lines[-1] += f" (served by `{linked[0]['mlflow']['ui']}`)"
+    lines.append("")
+    lines += [f"- [{_cell(r['job'])}]({r['mlflow_run']})" for r in linked]
+    return lines
 
 
 def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path | None:

@@ -134,6 +134,9 @@ def read_run(run: Path, root: Path) -> dict[str, Any]:
         "verdict": str(summary.get("diagnosis", "")).split(":")[0] or None,
         "diagnosis": summary.get("diagnosis"),
         "error": result.get("error") or (None if status == "completed" else NO_RECORD),
+        # The run in MLflow (logger=mlflow or many), as RunSummary recorded it.
+        "mlflow": (summary.get("trackers") or {}).get("mlflow"),
+        "mlflow_run": ((summary.get("trackers") or {}).get("mlflow") or {}).get("run_url"),
     }
     return row
 

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from thawkit.inference.teacher import check_teacher_path
 from thawkit.models.weights import check_weights_source
+from thawkit.reporting.trackers import check_loggers
 from thawkit.run.rundir import RunDirError
 
 
@@ -28,10 +29,11 @@ def check_output_dir(output_dir: str | os.PathLike) -> None:
 
 
 def preflight(cfg: DictConfig) -> None:
-    """The weights (and teacher) files exist and the run dir is writable: fail now, not after
-    the scan."""
+    """The weights (and teacher) files exist, the run dir is writable, the loggers can start:
+    fail now, not after the scan."""
     check_weights_source(str(cfg.model.weights))
     teacher = OmegaConf.select(cfg, "distill.teacher")  # absent in configs of older versions
     if teacher:
         check_teacher_path(teacher)
     check_output_dir(cfg.paths.output_dir)
+    check_loggers(cfg)  # packages installed, tracking server answering

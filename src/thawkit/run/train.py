@@ -28,6 +28,8 @@ from thawkit.finetune.module import FineTuneModule
 from thawkit.inference.teacher import build_distillation
 from thawkit.models.backbone import resolve_preprocessing
 from thawkit.reporting.summary import RunSummary, write_setup_failure
+from thawkit.reporting.tracker_records import TrackerRecords
+from thawkit.reporting.trackers import build_loggers, finish_runs, log_config
 from thawkit.run.lifecycle import AtomicCheckpointIO, RunGuard
 from thawkit.run.preflight import preflight
 from thawkit.run.rundir import RunDirError, check_checkpoint_fits, prepare_run_dir
@@ -91,6 +93,7 @@ def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Tra
     callbacks += [
         instantiate(cfg.strategy),
         summary,
+        TrackerRecords(),  # after summary: hands the loggers summary.json and plots/
         RunGuard(cfg.paths.output_dir),
         StepSeeds(seed),
     ]
@@ -103,7 +106,7 @@ def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Tra
         distill = build_distillation(class_names=datamodule.class_names, **distill_args)
         callbacks.append(distill)
         summary.extra["distill"] = distill.record
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    logger = build_loggers(cfg) or False  # thawkit.reporting.trackers: one per `logger` node
     plugins = list(instantiate(cfg.trainer.get("plugins")) or [])
     if not any(isinstance(p, CheckpointIO) for p in plugins):
         plugins.append(AtomicCheckpointIO())  # a checkpoint on disk is whole or absent
@@ -171,10 +174,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             ckpt_path, datamodule.num_classes, datamodule.class_names, model.hparams.backbone
         )
         log.info("Resuming from %s", ckpt_path)
-    if trainer.logger is not None:
-        run_keys = [k for k in cfg if k != "hydra"]
-        params = OmegaConf.to_container(OmegaConf.masked_copy(cfg, run_keys), resolve=True)
-        trainer.logger.log_hyperparams(params)
+    log_config(trainer.loggers, cfg)  # the composed config, as every logger's hyperparameters
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     # The best value of the monitored metric (what the kept checkpoint scored), for sweepers.
@@ -187,4 +187,5 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ckpt = (ckpt_cb.best_model_path or None) if ckpt_cb is not None else None
         for results in trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False):
             metrics.update(results)
+    finish_runs(trainer.loggers)  # W&B's run stays open until the process ends otherwise
     return metrics
