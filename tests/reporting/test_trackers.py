@@ -92,6 +92,7 @@ def test_wandb_writes_an_offline_run_into_the_run_dir(make_cfg) -> None:
     assert list(offline[0].glob("run-*.wandb"))  # what `wandb sync` uploads
 
 
+@pytest.mark.slow  # test_mlflow_server.py covers MLflow in the default suite
 def test_many_gives_mlflow_metrics_config_files_and_model(make_cfg, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
