@@ -252,6 +252,10 @@ class FineTuneModule(L.LightningModule):
     ) -> torch.Tensor:
         x, y = batch
         logits = self(x) if logits is None else logits
+        if (
+            stage == "test"
+        ):  # best.ckpt's temperature: test/loss is the calibrated NLL, as evaluate's
+            logits = logits / self.temperature
         loss = self.loss(logits, y)
         if stage == "train" and self.distiller is not None:
             loss = self.distiller.loss(self, x, logits, loss)

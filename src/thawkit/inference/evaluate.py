@@ -212,9 +212,7 @@ def evaluate(
     if not samples:
         raise folder.DataError(f"No images to evaluate in the {split} split of {root}")
     paths = [Path(p) for p, _ in samples]
-    probs_t, errors = predict_probabilities(
-        model, paths, batch_size, num_workers, progress, tta
-    )
+    probs_t, errors = predict_probabilities(model, paths, batch_size, num_workers, progress, tta)
     unreadable = {str(p): e for p, e in zip(paths, errors, strict=True) if e}
     for p, e in unreadable.items():
         log.warning("Skipping unreadable image %s (%s)", p, e)

@@ -16,8 +16,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 from torch import nn
 from torchvision.transforms import InterpolationMode
@@ -25,12 +27,22 @@ from torchvision.transforms import v2 as T
 
 from thawkit.data.folder import load_rgb
 from thawkit.data.transforms import eval_resize
-from thawkit.inference.export import Classifier
-from thawkit.inference.predict import LoadedModel
 from thawkit.inference.predictions import Prediction
 from thawkit.models.backbone import Backbone
 
 log = logging.getLogger(__name__)
+
+
+class _Logits(nn.Module):
+    """Backbone + head, called directly: FineTuneModule.forward turns gradients off in a frozen
+    backbone, and Grad-CAM needs them."""
+
+    def __init__(self, module: Any) -> None:
+        super().__init__()
+        self.backbone, self.head = module.backbone, module.head
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images))
 
 
 def target_layer(backbone: Backbone) -> nn.Module:
@@ -50,7 +62,7 @@ def target_layer(backbone: Backbone) -> nn.Module:
     return best[2]
 
 
-def _as_seen(model: LoadedModel, image: Image.Image) -> np.ndarray:
+def _as_seen(model: Any, image: Image.Image) -> np.ndarray:
     """The resized, centre-cropped RGB image the model sees, as float32 in [0, 1]."""
     pre, size = model.preprocessing, model.image_size
     crop = T.Compose(
@@ -67,12 +79,13 @@ def _as_seen(model: LoadedModel, image: Image.Image) -> np.ndarray:
 
 
 def grad_cam_overlay(
-    model: LoadedModel, image: Image.Image, target: int | None = None, weight: float = 0.5
+    model: Any, image: Image.Image, target: int | None = None, weight: float = 0.5
 ) -> Image.Image:
     """The Grad-CAM heat map of class `target` (None = the predicted class) over `image`.
 
     Args:
-        model: a loaded checkpoint (`thawkit.inference.predict.load_checkpoint`).
+        model: a loaded checkpoint, `thawkit.inference.predict.LoadedModel` (its module,
+            transform, preprocessing and image size).
         image: an RGB image, any size.
         target: the class index to explain.
         weight: the image's share of the blend (the heat map gets the rest).
@@ -84,14 +97,14 @@ def grad_cam_overlay(
     from pytorch_grad_cam.utils.image import show_cam_on_image
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    classifier = Classifier(model).eval()
+    classifier = _Logits(model.module).eval()
     device = next(classifier.parameters()).device
     x = model.transform(image.convert("RGB")).unsqueeze(0).to(device)
-    targets = None if target is None else [ClassifierOutputTarget(int(target))]
     # The input carries the gradient: a checkpoint with a frozen backbone has no parameter that
     # requires grad, and the feature maps would have none either.
-    with GradCAM(classifier, [target_layer(model.module.backbone)],
-                 compute_input_gradient=True) as cam:  # fmt: skip
+    x.requires_grad_(True)
+    targets = None if target is None else [ClassifierOutputTarget(int(target))]
+    with GradCAM(classifier, [target_layer(model.module.backbone)]) as cam:
         heat = cam(input_tensor=x, targets=targets)[0]
     classifier.zero_grad(set_to_none=True)
     overlay = show_cam_on_image(_as_seen(model, image), heat, use_rgb=True, image_weight=weight)
@@ -110,7 +123,7 @@ def overlay_path(folder: Path, image: Path, source: Path) -> Path:
 
 
 def write_overlays(
-    model: LoadedModel, predictions: Sequence[Prediction], folder: Path, source: str | Path
+    model: Any, predictions: Sequence[Prediction], folder: Path, source: str | Path
 ) -> list[Path]:
     """One Grad-CAM overlay of the top class per readable image, under `folder`."""
     names = list(model.class_names)
