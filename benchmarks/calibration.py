@@ -31,7 +31,12 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 SETS = ("hymenoptera", "rsscn7", "dtd10", "brain_mri_tumor")
-DATA = Path(os.environ.get("THAWKIT_BENCH_DATA_ROOT", str(ROOT.parent / "shared" / "data")))
+# ../shared/data beside the checkout, or beside its parent (a git worktree sits one level deeper).
+_BESIDE = [d / "shared" / "data" for d in (ROOT.parent, ROOT.parent.parent)]
+DATA = Path(
+    os.environ.get("THAWKIT_BENCH_DATA_ROOT")
+    or next((d for d in _BESIDE if d.is_dir()), _BESIDE[0])
+)
 TTA = ("none", "flip", "five_crop")
 START, END = "<!-- calibration:start -->", "<!-- calibration:end -->"
 
@@ -102,6 +107,7 @@ def measure(name: str, args: argparse.Namespace, work: Path) -> dict:
         "val_ece_after": summary["calibration"]["ece_after"],
         "ece_before": before["ece"], "nll_before": before["loss"],
     }  # fmt: skip
+    draw_reliability(raw, best, root, work / name / "reliability_test.png", name)
     for tta in TTA:
         start = time.perf_counter()
         metrics = evaluate(best, output_dir=work / name / f"eval_{tta}", tta=tta, **common)
@@ -110,6 +116,29 @@ def measure(name: str, args: argparse.Namespace, work: Path) -> dict:
         if tta == "none":
             row["ece_after"], row["nll_after"] = metrics["ece"], metrics["loss"]
     return row
+
+
+def draw_reliability(raw: Path, best: Path, root: Path, out: Path, name: str) -> None:
+    """The reliability diagram of the test split, before and after temperature scaling."""
+    import torch
+
+    from thawkit.finetune.calibration import calibration_record
+    from thawkit.inference.evaluate import select_samples
+    from thawkit.inference.predict import load_checkpoint, predict_probabilities
+    from thawkit.reporting.calibration import reliability_figure
+    from thawkit.reporting.plots import save_png
+
+    model = load_checkpoint(raw)
+    _, _, samples = select_samples(model, root, "test")
+    labels = torch.tensor([y for _, y in samples])
+    before, _ = predict_probabilities(model, [Path(p) for p, _ in samples], progress=False)
+    temperature = float(load_checkpoint(best).module.temperature)
+    logits = before.double().clamp_min(1e-12).log()  # log-softmax: the logits up to a constant
+    record = calibration_record(logits, labels, temperature)
+    after = (logits / temperature).softmax(1).numpy()
+    title = f"{name}, held-out test split"
+    fig = reliability_figure(before.double().numpy(), after, labels.numpy(), record, title)
+    save_png(fig, out)
 
 
 def table(rows: list[dict], args: argparse.Namespace, load: str) -> str:
