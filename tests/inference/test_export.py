@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from conftest import CONF_DIR, make_image_folder, tiny_cfg
+from thawkit.finetune.calibration import write_temperature
 from thawkit.inference.export import ExportError, export, read_metadata
 from thawkit.inference.export import main as export_main
 from thawkit.inference.predict import load_checkpoint
@@ -31,6 +32,7 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory):
     trainer.fit(model, datamodule=datamodule)
     path = tmp / "run" / "checkpoints" / "model.ckpt"
     trainer.save_checkpoint(path)
+    write_temperature(path, 2.5)  # the exported graph must divide by it
     return path
 
 
@@ -38,7 +40,7 @@ def _reference(ckpt, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     loaded = load_checkpoint(ckpt)
     x = torch.randn(batch, 3, loaded.image_size, loaded.image_size)
     with torch.no_grad():
-        return x, loaded.module(x)
+        return x, loaded.module.calibrated_logits(x)
 
 
 def _check_metadata(meta: dict) -> None:

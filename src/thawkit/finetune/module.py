@@ -93,6 +93,9 @@ class FineTuneModule(L.LightningModule):
         self.scheduler_factory = scheduler
         weights_t = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.register_buffer("class_weights", weights_t, persistent=False)
+        # Temperature scaling (thawkit.finetune.calibration): fitted after fit, saved in the
+        # checkpoint; inference divides the logits by it. 1.0 = uncalibrated.
+        self.register_buffer("temperature", torch.ones(()))
         # Global step at which each layer group became trainable; None = frozen. Head trains.
         self.trainable_since: dict[str, int | None] = {g.name: None for g in self.backbone.groups}
         self.trainable_since[HEAD] = 0
@@ -178,6 +181,8 @@ class FineTuneModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.domain_loss is None:  # loaded for prediction: the domain classifier is not used
             drop_prefixed(checkpoint.get("state_dict", {}), "domain_loss.")
+        # Checkpoints from before temperature scaling load as uncalibrated.
+        checkpoint.get("state_dict", {}).setdefault("temperature", torch.ones(()))
         # Runs before the optimizer is rebuilt: the resumed run trains exactly what it trained.
         state = checkpoint.get(CHECKPOINT_KEY)
         if state:
@@ -230,6 +235,10 @@ class FineTuneModule(L.LightningModule):
             return self.head(x)
         return self.head(self.forward_features(x))
 
+    def calibrated_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits divided by the fitted temperature: their softmax is the calibrated probability."""
+        return self(x) / self.temperature
+
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return soft_target_cross_entropy(
             logits, targets, self.class_weights, self.hparams.label_smoothing
@@ -243,6 +252,10 @@ class FineTuneModule(L.LightningModule):
     ) -> torch.Tensor:
         x, y = batch
         logits = self(x) if logits is None else logits
+        if (
+            stage == "test"
+        ):  # best.ckpt's temperature: test/loss is the calibrated NLL, as evaluate's
+            logits = logits / self.temperature
         loss = self.loss(logits, y)
         if stage == "train" and self.distiller is not None:
             loss = self.distiller.loss(self, x, logits, loss)

@@ -12,10 +12,12 @@ import csv
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from omegaconf import DictConfig
 from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
 
@@ -23,15 +25,17 @@ from thawkit.config import schema as _schema  # noqa: F401 - registers its confi
 from thawkit.data import folder
 from thawkit.data.digits import export_digits
 from thawkit.data.file_policy import log_skipped
+from thawkit.finetune.calibration import expected_calibration_error
 from thawkit.inference.outputs import output_path
 from thawkit.inference.predict import LoadedModel, load_checkpoint, predict_probabilities
-from thawkit.reporting.plots import confusion_figure, image_grid_figure, save_png, short
+from thawkit.inference.tta import resolve_views
+from thawkit.reporting.mistakes import top_losses_figure
+from thawkit.reporting.plots import confusion_figure, save_png
 from thawkit.textio import bytes_safe_streams, open_text
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("auto", "train", "val", "test", "all")
-THUMBNAIL = 160  # pixels: top-loss images are shown at this size
 
 
 def training_root(model: LoadedModel) -> Path | None:
@@ -162,33 +166,6 @@ def evaluation_report(labels: np.ndarray, probs: np.ndarray, class_names: list[s
     return report
 
 
-def top_losses_figure(
-    paths: list[str],
-    labels: np.ndarray,
-    probs: np.ndarray,
-    class_names: list[str],
-    n: int = 16,
-) -> tuple[Any, list[int]]:
-    """The `n` images with the highest loss (confidently wrong first), titled true -> predicted."""
-    true_prob = probs[np.arange(len(labels)), labels]
-    losses = -np.log(np.clip(true_prob, 1e-12, 1.0))
-    order = np.argsort(-losses, kind="stable")[:n].tolist()
-    images, titles, colours = [], [], []
-    for i in order:
-        img = folder.load_rgb(paths[i])
-        img.thumbnail((THUMBNAIL, THUMBNAIL))  # large photos: decode once, keep small
-        images.append(np.asarray(img))
-        pred = int(probs[i].argmax())
-        titles.append(
-            f"{short(class_names[labels[i]])} -> {short(class_names[pred])}\n"
-            f"p={probs[i, pred]:.2f} loss={losses[i]:.2f}"
-        )
-        colours.append("black" if pred == labels[i] else "tab:red")
-    wrong = int((probs.argmax(axis=1) != labels).sum())
-    title = f"Top losses: {wrong} of {len(labels)} misclassified (red; true -> predicted)"
-    return image_grid_figure(images, titles, title, THUMBNAIL, colours), order
-
-
 def default_output_dir(model: LoadedModel, root: Path, split: str) -> Path:
     return model.run_dir / "eval" / f"{root.resolve().name}-{split}"
 
@@ -204,6 +181,7 @@ def evaluate(
     device: str = "auto",
     progress: bool = True,
     overwrite: bool = False,
+    tta: str | Sequence[str] = "none",
 ) -> dict[str, Any]:
     """Evaluate a checkpoint and write metrics, report, predictions and figures.
 
@@ -219,10 +197,12 @@ def evaluate(
         device: `auto`, `cpu` or `cuda`.
         progress: show a progress bar.
         overwrite: write into an `output_dir` that holds an earlier result (else refused).
+        tta: test-time augmentation views (`thawkit.inference.tta`): none, flip, five_crop, a list.
 
     Returns:
         The metrics written to `metrics.json`, with `output_dir` and the files written.
     """
+    resolve_views(tta)  # a mistyped view fails before the model loads
     model = load_checkpoint(ckpt, device)
     ignored: dict[str, str] = {}  # what training's file policy leaves out
     root, split, samples = select_samples(model, root, split, ignored)
@@ -232,7 +212,7 @@ def evaluate(
     if not samples:
         raise folder.DataError(f"No images to evaluate in the {split} split of {root}")
     paths = [Path(p) for p, _ in samples]
-    probs_t, errors = predict_probabilities(model, paths, batch_size, num_workers, progress)
+    probs_t, errors = predict_probabilities(model, paths, batch_size, num_workers, progress, tta)
     unreadable = {str(p): e for p, e in zip(paths, errors, strict=True) if e}
     for p, e in unreadable.items():
         log.warning("Skipping unreadable image %s (%s)", p, e)
@@ -254,6 +234,10 @@ def evaluate(
         "split": split,
         "class_names": names,
         **classification_metrics(labels, probs, names),
+        # Probabilities are the calibrated ones (the checkpoint's temperature), over the views.
+        "temperature": float(model.module.temperature),
+        "ece": expected_calibration_error(torch.from_numpy(probs), torch.from_numpy(labels)),
+        "tta": list(resolve_views(tta)),
         "skipped_files": skipped,
         "classes_without_images": missing,
     }
@@ -314,6 +298,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         device=cfg.device,
         progress=cfg.progress,
         overwrite=cfg.overwrite,
+        tta=cfg.tta,
     )
     print(f"{metrics['data_root']} ({metrics['split']}): {metrics['num_images']} images")
     print(metrics["report"])

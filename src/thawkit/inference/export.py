@@ -41,15 +41,21 @@ class ExportError(RuntimeError):
 
 
 class Classifier(nn.Module):
-    """Backbone + head as one plain module: images in, logits out."""
+    """Backbone + head as one plain module: images in, calibrated logits out.
+
+    The logits are divided by the checkpoint's temperature (thawkit.finetune.calibration)
+    inside the graph, so softmax of an exported model's output is predict.py's probability, and
+    any graph built from this module (ONNX, TorchScript, a quantized copy) carries it.
+    """
 
     def __init__(self, model: LoadedModel) -> None:
         super().__init__()
         self.backbone = model.module.backbone
         self.head = model.module.head
+        self.register_buffer("temperature", model.module.temperature.detach().clone())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(images))
+        return self.head(self.backbone(images)) / self.temperature
 
 
 def _example(model: LoadedModel, batch: int = 2) -> torch.Tensor:

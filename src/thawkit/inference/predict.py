@@ -7,7 +7,6 @@ and the training image size (`checkpoint["thawkit"]`). No training config, no we
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from collections.abc import Sequence
@@ -27,8 +26,10 @@ from thawkit.data.folder import DataError, load_rgb
 from thawkit.data.transforms import as_preprocessing, eval_resize, eval_transform
 from thawkit.finetune.module import FineTuneModule
 from thawkit.inference.outputs import output_path
+from thawkit.inference.predictions import Prediction, format_prediction, rank, write_csv
+from thawkit.inference.tta import input_side, resolve_views, tta_logits, tta_transform
 from thawkit.models.backbone import Preprocessing
-from thawkit.textio import bytes_safe_streams, open_text
+from thawkit.textio import bytes_safe_streams
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,9 @@ class LoadedModel:
             },
             "input": "float32 NCHW RGB: resize the shorter side to preprocessing.resize "
             "(interpolation), centre-crop image_size, scale to [0, 1], then (x - mean) / std",
-            "output": "logits (N, num_classes); softmax over dim 1 gives class probabilities",
+            "output": "logits (N, num_classes), already divided by the temperature; softmax "
+            "over dim 1 gives the calibrated class probabilities",
+            "temperature": float(self.module.temperature),
         }
 
 
@@ -179,74 +182,29 @@ def predict_probabilities(
     batch_size: int = 32,
     num_workers: int = 0,
     progress: bool = True,
+    tta: str | Sequence[str] = "none",
 ) -> tuple[torch.Tensor, list[str]]:
-    """Class probabilities (N, C) of image files, and an error text per file ('' if it decoded).
+    """Calibrated class probabilities (N, C) of image files, and an error text per file ('' if it
+    decoded): softmax of the logits divided by the checkpoint's temperature, averaged over the
+    `tta` views (`thawkit.inference.tta`).
 
     Unreadable files get a row of NaN probabilities.
     """
-    dataset = _Images(paths, model.transform, model.image_size)
+    views = resolve_views(tta)
+    transform = tta_transform(model.preprocessing, model.image_size, views)
+    dataset = _Images(paths, transform, input_side(model.preprocessing, model.image_size, views))
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     device = next(model.module.parameters()).device
     probs, errors = [], []
     batches = track(loader, description="Predicting", disable=not progress, transient=True)
     for x, errs in batches:
-        p = model.module(x.to(device)).float().softmax(dim=1).cpu()
+        logits = tta_logits(model.module.calibrated_logits, x.to(device), views, model.image_size)
+        p = logits.float().softmax(dim=1).cpu()
         bad = torch.tensor([bool(e) for e in errs])
         p[bad] = float("nan")
         probs.append(p)
         errors += list(errs)
     return torch.cat(probs), errors
-
-
-@dataclass
-class Prediction:
-    """Top-k classes and probabilities of one image."""
-
-    path: str
-    classes: list[str]
-    probabilities: list[float]
-    error: str = ""
-
-
-def rank(
-    probs: torch.Tensor,
-    class_names: Sequence[str],
-    paths: Sequence[Path],
-    errors: Sequence[str],
-    k: int,
-) -> list[Prediction]:
-    """The k most probable classes of every image."""
-    k = min(k, len(class_names))
-    values, indices = probs.nan_to_num(-1.0).topk(k, dim=1)
-    out = []
-    for path, vals, idx, err in zip(paths, values.tolist(), indices.tolist(), errors, strict=True):
-        if err:
-            out.append(Prediction(str(path), [], [], err))
-        else:
-            out.append(Prediction(str(path), [class_names[i] for i in idx], vals))
-    return out
-
-
-def write_csv(predictions: Sequence[Prediction], k: int, path: str | os.PathLike) -> Path:
-    """CSV with columns path, class_1, prob_1, ..., class_k, prob_k, error.
-
-    File names keep their own bytes, also those that are not UTF-8 (`thawkit.textio`).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open_text(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(
-            ["path"] + [c for r in range(1, k + 1) for c in (f"class_{r}", f"prob_{r}")] + ["error"]
-        )
-        for p in predictions:
-            ranked = [
-                v
-                for c, pr in zip(p.classes, p.probabilities, strict=True)
-                for v in (c, f"{pr:.6f}")
-            ]
-            writer.writerow([p.path] + ranked + [""] * (2 * k - len(ranked)) + [p.error])
-    return path
 
 
 def predict(
@@ -259,6 +217,9 @@ def predict(
     device: str = "auto",
     progress: bool = True,
     overwrite: bool = False,
+    tta: str | Sequence[str] = "none",
+    min_confidence: float = 0.0,
+    explain: bool = False,
 ) -> tuple[list[Prediction], Path]:
     """Predict the classes of an image or of every image under a folder; write a CSV.
 
@@ -272,18 +233,25 @@ def predict(
         device: `auto`, `cpu` or `cuda`.
         progress: show a progress bar.
         overwrite: replace an existing `output` (else it is refused).
+        tta: test-time augmentation views (`thawkit.inference.tta`): none, flip, five_crop, a list.
+        min_confidence: rows whose top probability is below it are labelled `uncertain`.
+        explain: write Grad-CAM overlays of the top class to `<csv stem>-explain/` beside the
+            CSV (`thawkit.inference.explain`).
 
     Returns:
         The predictions and the CSV path.
     """
     if top_k < 1:
         raise ValueError(f"top_k={top_k} must be >= 1")
+    if not 0.0 <= min_confidence <= 1.0:
+        raise ValueError(f"min_confidence={min_confidence} must be in [0, 1] (0 = off)")
+    resolve_views(tta)  # a mistyped view fails before the model loads
     model = load_checkpoint(ckpt, device)
     name = Path(source).expanduser().resolve().name or "input"
     default = model.run_dir / "predictions" / f"{Path(name).stem}.csv"
     csv_path = output_path(output, default, "output", overwrite)
     paths = find_images(source)
-    probs, errors = predict_probabilities(model, paths, batch_size, num_workers, progress)
+    probs, errors = predict_probabilities(model, paths, batch_size, num_workers, progress, tta)
     for path, err in zip(paths, errors, strict=True):
         if err:
             log.warning("Skipping unreadable image %s (%s)", path, err)
@@ -294,16 +262,13 @@ def predict(
             f"nothing was predicted:\n{listing}\nReplace or convert them (see the warnings)."
         )
     k = min(top_k, len(model.class_names))
-    predictions = rank(probs, model.class_names, paths, errors, k)
-    return predictions, write_csv(predictions, k, csv_path)
+    predictions = rank(probs, model.class_names, paths, errors, k, min_confidence)
+    csv_path = write_csv(predictions, k, csv_path, label=min_confidence > 0)
+    if explain:
+        from thawkit.inference.explain import write_overlays  # grad-cam loads only when asked
 
-
-def format_prediction(p: Prediction) -> str:
-    """`path: daisy 0.931 | tulip 0.052 | rose 0.011`."""
-    if p.error:
-        return f"{p.path}: unreadable ({p.error})"
-    ranked = " | ".join(f"{c} {pr:.3f}" for c, pr in zip(p.classes, p.probabilities, strict=True))
-    return f"{p.path}: {ranked}"
+        write_overlays(model, predictions, csv_path.with_name(f"{csv_path.stem}-explain"), source)
+    return predictions, csv_path
 
 
 def main(cfg: DictConfig) -> list[Prediction]:
@@ -322,6 +287,9 @@ def main(cfg: DictConfig) -> list[Prediction]:
         device=cfg.device,
         progress=cfg.progress,
         overwrite=cfg.overwrite,
+        tta=cfg.tta,
+        min_confidence=cfg.min_confidence,
+        explain=cfg.explain,
     )
     shown = predictions[: cfg.show] if cfg.show >= 0 else predictions
     for p in shown:

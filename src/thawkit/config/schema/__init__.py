@@ -45,6 +45,7 @@ from thawkit.config.schema.training import (
     SchedulerSchema,
     SpeedSchema,
     TrainerSchema,
+    ValReportSchema,
     ViewsSchema,
 )
 
@@ -56,7 +57,8 @@ __all__ = [
     "DistillSchema", "EMASchema", "EWCSchema", "EvaluateSchema", "ExportSchema", "HeadSchema",
     "ImbalanceSchema", "L2SPSchema", "MixSchema", "ModelSchema", "PredictSchema",
     "SchedulerSchema", "ServeSchema", "SpeedSchema", "TrainSchema", "TrainerSchema",
-    "UnfreezeSchema", "ViewsSchema", "BY_TARGET", "load_option", "problems", "check_args",
+    "UnfreezeSchema", "ValReportSchema", "ViewsSchema", "BY_TARGET", "load_option", "problems",
+    "check_args",
 ]  # fmt: skip
 
 # A node whose `_target_` is one of these follows that schema wherever it sits (a group typed
@@ -66,6 +68,7 @@ BY_TARGET: dict[str, type] = {
     for s in (
         DataSchema, ModelSchema, UnfreezeSchema, AutoSchema, SchedulerSchema, L2SPSchema,
         EWCSchema, DASchema, DistillSchema, SpeedSchema, EMASchema, ViewsSchema, TrainerSchema,
+        ValReportSchema,
     )
 }  # fmt: skip
 

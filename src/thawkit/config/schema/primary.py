@@ -62,6 +62,12 @@ class PredictSchema:
     # Predictions printed (all go to the CSV); -1 = all.
     show: int = 100
     progress: bool = True
+    # Test-time augmentation (thawkit.inference.tta): none | flip | five_crop, or a list of views.
+    tta: Any = "none"
+    # Top probability below this: the row's `label` is `uncertain` (0 = always a class).
+    min_confidence: float = 0.0
+    # Grad-CAM overlays of the top class, in a folder next to the CSV (thawkit.inference.explain).
+    explain: bool = False
     # Replace an existing output (a default output name that is taken gets a number instead).
     overwrite: bool = False
 
@@ -88,6 +94,8 @@ class EvaluateSchema:
     output_dir: str | None = None
     # Images in the top-losses grid (0 = none).
     top_losses: int = 16
+    # Test-time augmentation (thawkit.inference.tta): none | flip | five_crop, or a list of views.
+    tta: Any = "none"
     device: str = "auto"  # auto | cpu | cuda
     progress: bool = True
     # Replace an existing output (a default output name that is taken gets a number instead).

@@ -146,6 +146,18 @@ class ViewsSchema:
 
 
 @dataclass
+class ValReportSchema:
+    """`callbacks.val_report`: thawkit.reporting.val_report.ValidationReport (after fit)."""
+
+    _target_: str = "thawkit.reporting.val_report.ValidationReport"
+    # Fit temperature scaling on the validation split and store T in best.ckpt.
+    calibrate: bool = True
+    bins: int = spec(15, at_least(2))
+    top_losses: int = spec(16, at_least(0))
+    confused_pairs: int = spec(10, at_least(0))
+
+
+@dataclass
 class CallbacksSchema:
     """`callbacks`: every callback built from the config (null = off)."""
 
@@ -157,6 +169,8 @@ class CallbacksSchema:
     speed: SpeedSchema | None = field(default_factory=SpeedSchema)
     # Off by default; `ema=on` turns it on.
     ema: EMASchema | None = None
+    # Temperature scaling, reliability diagram, top losses and confused pairs after fit.
+    val_report: ValReportSchema | None = field(default_factory=ValReportSchema)
 
 
 # Keys of Lightning's own callbacks (no schema of thawkit's) with a rule.
