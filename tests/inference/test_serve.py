@@ -3,6 +3,7 @@ bad upload with a 4xx (and keeps serving); the page shows a dropped image's clas
 
 from __future__ import annotations
 
+import base64
 import io
 import shutil
 import socket
@@ -94,6 +95,17 @@ def test_a_photo_gets_top_k_classes_probabilities_and_latency(server) -> None:
     probs = [p["probability"] for p in body["predictions"]]
     assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1, abs=1e-5)
     assert body["latency_ms"] > 0 and body["filename"] == "chelsea.jpg"
+    assert "gradcam" not in body
+    explained = httpx.post(
+        f"{server}/predict?explain=true",
+        files={"file": ("chelsea.jpg", _photo(), "image/jpeg")},
+        timeout=60,
+    ).json()
+    assert explained["predictions"] == body["predictions"]
+    header, _, png = explained["gradcam"].partition(",")
+    assert header == "data:image/png;base64"
+    overlay = Image.open(io.BytesIO(base64.b64decode(png)))
+    assert overlay.format == "PNG" and overlay.size[0] > 0
 
 
 def test_bad_uploads_get_a_4xx_with_a_clear_message_and_the_server_lives_on(server) -> None:

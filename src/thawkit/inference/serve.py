@@ -5,7 +5,8 @@ FastAPI app, served by uvicorn, bound to 127.0.0.1 unless `host` says otherwise:
 - `GET /`: one HTML page (no external assets) where a person drops an image and sees the
   top-k classes with their probabilities;
 - `POST /predict`: the image as multipart field `file` -> `{"predictions": [{"class",
-  "probability"}], "latency_ms", ...}`;
+  "probability"}], "latency_ms", ...}` (calibrated probabilities); `POST /predict?explain=true`
+  adds `"gradcam"`, the Grad-CAM overlay of the top class as a PNG data URL;
 - `GET /info`: the model's backbone, classes and image size.
 
 A bad upload (no `file`, not an image type, too large, not decodable) gets a 4xx whose `detail`
@@ -13,6 +14,7 @@ says what was wrong and what is accepted; nothing a client sends stops the serve
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint's annotations at run time.
+import base64
 import io
 import logging
 import time
@@ -25,6 +27,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from omegaconf import DictConfig
 
 from thawkit.data.folder import load_rgb
+from thawkit.inference.explain import grad_cam_overlay
 from thawkit.inference.predict import LoadedModel, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -41,7 +44,15 @@ def probabilities(model: LoadedModel, image: Any) -> torch.Tensor:
     """Class probabilities of one PIL RGB image, prepared as the model was validated."""
     x = model.transform(image).unsqueeze(0).to(next(model.module.parameters()).device)
     with torch.inference_mode():
-        return model.module(x).float().softmax(dim=1)[0].cpu()
+        # The fitted temperature, as predict and evaluate apply it (thawkit.finetune.calibration).
+        return model.module.calibrated_logits(x).float().softmax(dim=1)[0].cpu()
+
+
+def _overlay_data_url(model: LoadedModel, image: Any) -> str:
+    """The Grad-CAM overlay of the predicted class as a PNG data URL (the page shows it)."""
+    buffer = io.BytesIO()
+    grad_cam_overlay(model, image).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def create_app(model: LoadedModel, top_k: int = 3, max_upload_mb: float = 10.0) -> FastAPI:
@@ -69,7 +80,10 @@ def create_app(model: LoadedModel, top_k: int = 3, max_upload_mb: float = 10.0) 
         return {k_: meta[k_] for k_ in ("backbone", "image_size")} | {"classes": model.class_names}
 
     @app.post("/predict")
-    def predict(file: UploadFile | None = File(None)) -> dict[str, Any]:  # noqa: B008
+    def predict(
+        file: UploadFile | None = File(None),  # noqa: B008
+        explain: bool = False,
+    ) -> dict[str, Any]:
         # A plain def: FastAPI runs it in a worker thread, so inference never blocks the loop.
         if file is None:
             raise HTTPException(400, "send the image as multipart form field 'file'")
@@ -92,7 +106,8 @@ def create_app(model: LoadedModel, top_k: int = 3, max_upload_mb: float = 10.0) 
         probs = probabilities(model, image)
         values, indices = probs.topk(k)
         latency = (time.perf_counter() - start) * 1000.0
-        return {
+        extra = {"gradcam": _overlay_data_url(model, image)} if explain else {}
+        return extra | {
             "predictions": [
                 {"class": model.class_names[i], "probability": float(v)}
                 for v, i in zip(values.tolist(), indices.tolist(), strict=True)
