@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
@@ -54,6 +55,7 @@ def test_endpoints_predict_as_the_finetuned_and_the_start_model(make_cfg) -> Non
     assert not torch.allclose(logits(model, x), expected_end)
 
 
+@pytest.mark.slow
 def test_wiseft_run_writes_its_model_curve_and_plot(make_cfg) -> None:
     cfg = make_cfg("wiseft=true", "strategy=full", "trainer.max_epochs=1",
                    "weight_space.alphas=[0,0.5,1]", "weight_space.probe_steps=20")  # fmt: skip

@@ -1,4 +1,4 @@
-"""Weight arithmetic (transfer/weight_space.py): interpolation, averaging, BatchNorm recalibration."""
+"""Weight arithmetic (transfer/weight_space.py): interpolating, averaging, BatchNorm statistics."""
 
 from __future__ import annotations
 

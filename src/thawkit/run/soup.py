@@ -139,7 +139,7 @@ def soup(
     batch_size: int = 32,
     bn_images: int = 1024,
 ) -> dict[str, Any]:
-    """Make the uniform and the greedy soup of the runs under `sweep`; returns soup.json's record."""
+    """The uniform and the greedy soup of the runs under `sweep`; returns soup.json's record."""
     sweep = Path(sweep)
     found, skipped = [], []
     for run in find_runs(sweep):
