@@ -1,4 +1,4 @@
-"""The `thawkit` command: `thawkit train|evaluate|predict|export|serve|report|soup ...`.
+"""The `thawkit` command: `thawkit train|evaluate|predict|export|serve|report|cache|soup ...`.
 
 `thawkit train strategy=gradual`, `thawkit train -m strategy=full,gradual`,
 `thawkit predict ckpt=... input=...` take the same Hydra overrides as the root scripts
