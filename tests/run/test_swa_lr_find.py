@@ -37,7 +37,7 @@ def test_swa_and_lr_finder_end_to_end(make_cfg) -> None:
     assert summary_lr["configured"] == cfg.model.lr
     # SWA: averaging from epoch 1; the run's model is swa.ckpt, BatchNorm recomputed.
     swa = metrics["swa"]
-    assert swa["start_epoch"] == 1 and swa["bn_images"] > 0
+    assert swa["start_epoch"] == 1 and swa["bn_images"] > 0 and swa["averaged_steps"] == 3
     assert metrics["checkpoint"] == "checkpoints/swa.ckpt"
     assert load_checkpoint(run_dir / "checkpoints" / "swa.ckpt").class_names
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)

@@ -95,8 +95,12 @@ def after_fit(
     result: Path | None = None
     finetuned: State | None = None
     swa: SWA | None = _callback(trainer, SWA)
-    if swa is not None:
+    if swa is not None and not swa.averaged_at_end and summary is not None:
+        # Stopped (early stopping) before averaging started: the best checkpoint stays.
+        summary.extra["swa"] = {"start_epoch": swa.start_epoch, "averaged_steps": 0}
+    if swa is not None and swa.averaged_at_end:
         record = finish_swa(model, datamodule, swa, settings.bn_images)
+        record["averaged_steps"] = swa.averaged_at_end
         result = run_dir / "checkpoints" / "swa.ckpt"
         if trainer.is_global_zero:
             write_checkpoint(best, model.state_dict(), result)

@@ -62,6 +62,8 @@ class SWA(WeightAveraging):
         self.start = start
         self.start_epoch = 0
         self._epoch = 0
+        # Steps in the average when training ended (the average itself is freed at teardown).
+        self.averaged_at_end = 0
 
     @property
     def averaged(self) -> int:
@@ -99,6 +101,7 @@ class SWA(WeightAveraging):
             super().on_validation_epoch_end(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.averaged_at_end = self.averaged
         if self.averaged:
             super().on_train_end(trainer, pl_module)
         else:
