@@ -80,6 +80,10 @@ def train_run(data: Path, run_dir: Path, seed: int, args: argparse.Namespace) ->
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "THAWKIT_OFFLINE": "1"}
     start = time.perf_counter()
+    if (run_dir / "summary.json").is_file():  # --work-dir of an earlier call: reuse its run
+        summary = json.loads((run_dir / "summary.json").read_text())
+        if "wiseft" in summary:
+            return _record(summary, seed, 0.0)
     done = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *overrides],
         cwd=ROOT, env=env, capture_output=True, text=True, check=False,
@@ -87,10 +91,14 @@ def train_run(data: Path, run_dir: Path, seed: int, args: argparse.Namespace) ->
     if done.returncode != 0:
         raise RuntimeError(f"train.py failed in {run_dir}:\n{done.stderr[-3000:]}")
     summary = json.loads((run_dir / "summary.json").read_text())
+    return _record(summary, seed, time.perf_counter() - start)
+
+
+def _record(summary: dict, seed: int, wall_s: float) -> dict:
     record = summary["wiseft"]
     return {
         "seed": seed,
-        "wall_s": round(time.perf_counter() - start, 1),
+        "wall_s": round(wall_s, 1),
         "finetuned": record["finetuned_test/acc"],
         "wiseft": record["test/acc"],
         "a": record["chosen"],
@@ -149,10 +157,11 @@ def main() -> None:
     p.add_argument("--strategy", default="full")
     p.add_argument("--device", default="cpu", help="trainer.accelerator (cpu, gpu, auto)")
     p.add_argument("--work", default=str(ROOT / "outputs" / "bench-weight-space"))
+    p.add_argument("--work-dir", default=None, help="this exact folder; finished runs reused")
     p.add_argument("--out", default=None, help="write the results (JSON) and table (.md) here")
     p.add_argument("--overrides", nargs="*", default=[], help="more train.py overrides")
     args = p.parse_args()
-    work = Path(args.work) / time.strftime("%Y%m%d-%H%M%S")
+    work = Path(args.work_dir or Path(args.work) / time.strftime("%Y%m%d-%H%M%S"))
     uptime = lambda: subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()  # noqa: E731
     results: dict = {"settings": vars(args), "load_start": uptime(), "sets": {}}
     for name in args.sets:
@@ -162,7 +171,14 @@ def main() -> None:
         for seed in args.seeds:
             runs.append(train_run(data, work / "runs" / name / f"seed{seed}", seed, args))
             print(name, runs[-1], flush=True)
-        soup = soup_runs(work / "runs" / name, args) if len(runs) > 1 else None
+        sweep = work / "runs" / name
+        soup = (
+            json.loads((sweep / "soup" / "soup.json").read_text())
+            if (sweep / "soup" / "soup.json").is_file()
+            else soup_runs(sweep, args)
+            if len(runs) > 1
+            else None
+        )
         results["sets"][name] = {"counts": counts, "runs": runs, "soup": soup}
         print(name, "soup", {k: soup[k] for k in ("best_single", "uniform")}, flush=True)
     results["load_end"] = uptime()

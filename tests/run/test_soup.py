@@ -13,7 +13,7 @@ from omegaconf import open_dict
 from conftest import make_image_folder, tiny_cfg
 from thawkit.cli import main as cli
 from thawkit.inference.predict import load_checkpoint
-from thawkit.run.soup import SoupError, soup
+from thawkit.run.soup import SoupError, same_split, soup
 from thawkit.run.train import train
 
 
@@ -102,3 +102,13 @@ def test_nothing_to_mix_is_an_error(trained: Path, tmp_path: Path) -> None:
     copy_run(trained, tmp_path / "sweep" / "0")
     with pytest.raises(SoupError, match="a soup needs 2"):
         soup(tmp_path / "sweep", device="cpu")
+
+
+def test_the_seed_changes_the_split_of_a_flat_folder_only(tmp_path: Path) -> None:
+    layout = make_image_folder(tmp_path / "layout", (6, 6), ("train", "val"))
+    flat = make_image_folder(tmp_path / "flat", (10, 10), ())
+    data = {"val_fraction": 0.3, "test_fraction": 0.0}
+    assert same_split({**data, "root": str(layout), "seed": 0}, {**data, "root": str(layout),
+                      "seed": 1})  # fmt: skip
+    assert not same_split({**data, "root": str(flat), "seed": 0}, {**data, "root": str(flat),
+                          "seed": 1})  # fmt: skip

@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from thawkit.atomic import write_json_atomic
+from thawkit.data import folder
 from thawkit.data.datasets import ImageDataset
 from thawkit.inference.evaluate import select_samples
 from thawkit.inference.outputs import output_path
@@ -92,10 +93,30 @@ def mismatch(reference: dict[str, Any], other: dict[str, Any]) -> str:
         return "another head shape (model.head)"
     if set(ref) != set(state) or any(ref[k].shape != state[k].shape for k in ref):
         return "other tensors than the reference's"
-    keys = ("image_size", "data")
-    if any(other["meta"].get(k) != reference["meta"].get(k) for k in keys):
-        return "another image size or data split (data.root, fractions, seed)"
+    if other["meta"].get("image_size") != reference["meta"].get("image_size"):
+        return f"image size {other['meta'].get('image_size')}, not the reference's"
+    if not same_split(reference["meta"].get("data") or {}, other["meta"].get("data") or {}):
+        return "another data split (data.root, or the fractions and seed of a flat folder)"
     return ""
+
+
+def _splits(data: dict[str, Any]) -> Any:
+    """The (class names, split -> files) a run's recorded data settings give."""
+    names, splits = folder.discover(
+        data["root"], data.get("val_fraction") or 0.15, data.get("test_fraction") or 0.0,
+        data.get("seed") or 0, min_classes=1,
+    )  # fmt: skip
+    return names, {k: sorted(str(p) for p, _ in v) for k, v in splits.items()}
+
+
+def same_split(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two runs' data settings give the same splits: the seed matters only where the
+    split is drawn (a flat folder), not with train/val/test folders."""
+    if a == b:
+        return True
+    if not a.get("root") or a.get("root") != b.get("root"):
+        return False
+    return _splits(a) == _splits(b)
 
 
 def _loader(model: LoadedModel, split: str, batch_size: int) -> DataLoader | None:
