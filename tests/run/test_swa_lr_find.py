@@ -40,6 +40,10 @@ def test_swa_and_lr_finder_end_to_end(make_cfg) -> None:
     assert swa["start_epoch"] == 1 and swa["bn_images"] > 0 and swa["averaged_steps"] == 3
     assert metrics["checkpoint"] == "checkpoints/swa.ckpt"
     assert load_checkpoint(run_dir / "checkpoints" / "swa.ckpt").class_names
+    # Calibration is of the run's model: the temperature fitted on swa.ckpt is in swa.ckpt.
+    swa_state = torch.load(run_dir / "checkpoints" / "swa.ckpt", weights_only=True)["state_dict"]
+    fitted = metrics["calibration"]["temperature"]
+    assert float(swa_state["temperature"]) == pytest.approx(fitted, rel=1e-6)
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert int(last["averaging_state"]["n_averaged"]) == 3  # epoch 1's steps (24 images / 8)
 

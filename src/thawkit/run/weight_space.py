@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from thawkit.finetune.module import FineTuneModule
 from thawkit.reporting.plots import save_png
 from thawkit.reporting.summary import RunSummary
+from thawkit.reporting.val_report import ValidationReport
 from thawkit.reporting.weight_space_plots import wiseft_figure
 from thawkit.run import wiseft
 from thawkit.transfer.swa import SWA
@@ -122,6 +123,10 @@ def after_fit(
         record["plot"] = "plots/wiseft.png"
         if summary is not None:
             summary.extra["wiseft"] = record
+    report: ValidationReport | None = _callback(trainer, ValidationReport)
+    if result is not None and report is not None and trainer.is_global_zero:
+        # The run's model is now this file: its temperature and mistakes replace best.ckpt's.
+        report.report(trainer, model, str(result))
     trainer.strategy.barrier("weight_space")  # every rank tests the file rank 0 wrote
     if result is not None and summary is not None:
         summary.checkpoint = os.path.relpath(result, run_dir)
