@@ -1,11 +1,12 @@
-"""The `thawkit` command: `thawkit train|evaluate|predict|export|serve|report ...`.
+"""The `thawkit` command: `thawkit train|evaluate|predict|export|serve|report|cache|soup ...`.
 
 `thawkit train strategy=gradual`, `thawkit train -m strategy=full,gradual`,
 `thawkit predict ckpt=... input=...` take the same Hydra overrides as the root scripts
 (`python train.py ...`, which call this module), with the configs shipped in the package
 (`thawkit.CONF_DIR`), so they work from any folder. `thawkit report PATH` writes and prints the
 report of a sweep (thawkit.reporting.sweep_report); `thawkit cache show|clear` shows or empties
-the persistent cache (thawkit.data.disk_cache).
+the persistent cache (thawkit.data.disk_cache); `thawkit soup SWEEP_DIR` averages a sweep's runs
+(thawkit.run.soup).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str | None, str]] = {
     ),
     "report": ("thawkit.reporting.sweep_report:main", None, "report on a sweep or runs: PATH"),
     "cache": ("thawkit.data.disk_cache:main", None, "show or clear the persistent cache"),
+    "soup": ("thawkit.run.soup:main", None, "average a sweep's runs (model soups): SWEEP_DIR"),
 }
 
 
@@ -52,7 +54,8 @@ def usage() -> str:
         f"commands:\n{rows}\n\n"
         "Overrides are Hydra's, as for `python train.py`: thawkit train strategy=gradual,\n"
         "thawkit train -m strategy=full,gradual, thawkit predict ckpt=PATH input=IMAGES,\n"
-        "thawkit report multirun/DATE/TIME. `thawkit COMMAND --help` lists a command's config.\n"
+        "thawkit report multirun/DATE/TIME, thawkit soup multirun/DATE/TIME.\n"
+        "`thawkit COMMAND --help` lists a command's config.\n"
     )
 
 

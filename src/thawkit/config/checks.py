@@ -31,6 +31,7 @@ from thawkit.config.schema import (
     TrainSchema,
     problems,
 )
+from thawkit.config.schema.weight_space import alphas_problem
 from thawkit.models.backbone import TORCHVISION_BACKBONES, layer_group_names
 
 # Top-level keys of a training config: the fields of its schema, and Hydra's own node.
@@ -182,6 +183,17 @@ def validate(cfg: DictConfig) -> None:
             f"da={method} needs unlabelled target images: set da.target_root=<folder of "
             "target-domain images> (or da=none)"
         )
+    if cfg.get("swa") and OmegaConf.select(cfg, "callbacks.ema", default=None) is not None:
+        errors.append(
+            "swa=true and ema=on both average the weights (and both would swap them in for "
+            "validation): choose one (ema=none, or swa=false)"
+        )
+    alphas = OmegaConf.select(cfg, "weight_space.alphas", default=None)
+    if alphas is not None:
+        problem = alphas_problem(
+            OmegaConf.to_object(alphas) if OmegaConf.is_config(alphas) else alphas
+        )
+        errors += [problem] if problem else []
     _check_ranges(cfg, errors)
     backbone = OmegaConf.select(cfg, "model.backbone", default=None)
     if backbone is not None and _check_backbone(str(backbone), errors):

@@ -285,6 +285,11 @@ class ImageFolderDataModule(L.LightningDataModule):
             dataset, num_samples, seed, self.trainer, self.batch_size, self.num_workers, cycle
         )
 
+    def plain_loader(self, split: str) -> DataLoader:
+        """The images of `split` with the evaluation transform, in order: no augmentation, no
+        mixing, no feature cache (weight averaging evaluates and recalibrates BatchNorm on it)."""
+        return self._loader(split, train=False)
+
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         loader = self._wrap("val", self._loader("val", train=False))
         if not self.target_val_samples:

@@ -81,6 +81,9 @@ class RunSummary(L.Callback):
         # thawkit.reporting.status.run_status.
         self.status = "completed"
         self.error: str | None = None
+        # The run's model when a step after fit made one (swa.ckpt, wiseft.ckpt: thawkit.run.
+        # weight_space), relative to the run dir; None = the best checkpoint.
+        self.checkpoint: str | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # A run resumed mid-epoch starts timing here (no on_train_epoch_start for that epoch).
@@ -191,7 +194,9 @@ class RunSummary(L.Callback):
         hp = pl_module.hparams
         diagnosis = assess(self.history)
         ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
-        if ckpt:
+        if self.checkpoint:
+            ckpt = self.checkpoint
+        elif ckpt:
             try:
                 ckpt = os.path.relpath(ckpt, self.path.parent)
             except ValueError:

@@ -75,9 +75,13 @@ class ValidationReport(L.Callback):
             self.report(trainer, pl_module)
         trainer.strategy.barrier()  # other ranks test best.ckpt only once it holds T
 
-    def report(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def report(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, ckpt: str | None = None
+    ) -> None:
+        """Calibrate and report the checkpoint `ckpt` (None: the best one)."""
         ckpt_cb = trainer.checkpoint_callback
         best = getattr(ckpt_cb, "best_model_path", "") if ckpt_cb is not None else ""
+        best = ckpt or best
         datamodule = getattr(trainer, "datamodule", None)
         samples = getattr(datamodule, "splits", {}).get("val") if datamodule else None
         if not best or not Path(best).is_file() or not samples:

@@ -31,8 +31,10 @@ from thawkit.reporting.summary import RunSummary, write_setup_failure
 from thawkit.reporting.tracker_records import TrackerRecords
 from thawkit.reporting.trackers import build_loggers, finish_runs, log_config
 from thawkit.run.lifecycle import AtomicCheckpointIO, RunGuard
+from thawkit.run.lr_find import find_head_lr
 from thawkit.run.preflight import preflight
 from thawkit.run.rundir import RunDirError, check_checkpoint_fits, prepare_run_dir
+from thawkit.run.weight_space import after_fit, weight_space_callbacks
 from thawkit.seeding import StepSeeds, resolve_seed
 from thawkit.transfer.domain import DomainAdaptation
 
@@ -90,6 +92,8 @@ def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Tra
         summary.extra["auto"] = auto_choice
     # callbacks.ema among them (ema=on): validation, checkpoints and the result use its weights.
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    # WiSE-FT's start and SWA (thawkit.run.weight_space); before the strategy's callback.
+    callbacks += weight_space_callbacks(cfg)
     callbacks += [
         instantiate(cfg.strategy),
         summary,
@@ -175,7 +179,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
         log.info("Resuming from %s", ckpt_path)
     log_config(trainer.loggers, cfg)  # the composed config, as every logger's hyperparameters
+    if cfg.tune.lr_find:  # the head LR, before training (thawkit.run.lr_find)
+        find_head_lr(cfg, trainer, model, datamodule, resuming=bool(ckpt_path))
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    # SWA's BatchNorm update and WiSE-FT: a new checkpoint becomes the run's model.
+    made = after_fit(cfg, trainer, model, datamodule)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     # The best value of the monitored metric (what the kept checkpoint scored), for sweepers.
     ckpt_cb = trainer.checkpoint_callback
@@ -185,6 +193,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # The kept checkpoint by path: "best" would make Lightning warn that there are two
         # ModelCheckpoint callbacks (best and last), then pick this same first one.
         ckpt = (ckpt_cb.best_model_path or None) if ckpt_cb is not None else None
+        ckpt = made or ckpt
         for results in trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False):
             metrics.update(results)
     finish_runs(trainer.loggers)  # W&B's run stays open until the process ends otherwise

@@ -48,6 +48,7 @@ from thawkit.config.schema.training import (
     ValReportSchema,
     ViewsSchema,
 )
+from thawkit.config.schema.weight_space import TuneSchema, WeightSpaceSchema
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -56,8 +57,9 @@ __all__ = [
     "AugmentSchema", "AutoSchema", "CALLBACK_RULES", "CallbacksSchema", "DASchema", "DataSchema",
     "DistillSchema", "EMASchema", "EWCSchema", "EvaluateSchema", "ExportSchema", "HeadSchema",
     "ImbalanceSchema", "L2SPSchema", "MixSchema", "ModelSchema", "PredictSchema",
-    "SchedulerSchema", "ServeSchema", "SpeedSchema", "TrainSchema", "TrainerSchema",
-    "UnfreezeSchema", "ValReportSchema", "ViewsSchema", "BY_TARGET", "load_option", "problems",
+    "SchedulerSchema", "ServeSchema", "SpeedSchema", "TrainSchema", "TrainerSchema", "TuneSchema",
+    "UnfreezeSchema", "ValReportSchema", "ViewsSchema", "WeightSpaceSchema", "BY_TARGET",
+    "load_option", "problems",
     "check_args",
 ]  # fmt: skip
 

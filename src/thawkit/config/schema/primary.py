@@ -15,6 +15,7 @@ from thawkit.config.schema.training import (
     SchedulerSchema,
     TrainerSchema,
 )
+from thawkit.config.schema.weight_space import TuneSchema, WeightSpaceSchema
 
 
 @dataclass
@@ -45,6 +46,13 @@ class TrainSchema:
     ckpt_path: str | None = None
     # What train.py returns to sweepers (Optuna); the checkpoint callback keeps its best.
     optimized_metric: str = "val/acc"
+    # After fit, mix the fine-tuned weights with the start's, (1 - a) * start + a * finetuned,
+    # and keep the a that validates best (thawkit.run.wiseft; settings in weight_space).
+    wiseft: bool = False
+    # Stochastic weight averaging over the last epochs (thawkit.transfer.swa).
+    swa: bool = False
+    weight_space: WeightSpaceSchema = field(default_factory=WeightSpaceSchema)
+    tune: TuneSchema = field(default_factory=TuneSchema)
 
 
 @dataclass
