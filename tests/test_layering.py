@@ -20,6 +20,7 @@ ENTRY_MODULES = {"thawkit.cli": 7}
 LAYERS = {
     "run": 6,
     "inference": 5,
+    "audit": 5,
     "reporting": 5,
     "finetune": 4,
     "transfer": 3,

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import thawkit.config.schema  # noqa: F401 - registers the schemas the configs name
 
-PRIMARY = ("train", "evaluate", "predict", "export", "serve")
+PRIMARY = ("train", "evaluate", "predict", "export", "serve", "audit")
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
 

@@ -1,4 +1,4 @@
-"""The `thawkit` command: `thawkit train|evaluate|predict|export|serve|report|cache|soup ...`.
+"""The `thawkit` command: `thawkit train|evaluate|predict|export|serve|audit|report|cache|soup`.
 
 `thawkit train strategy=gradual`, `thawkit train -m strategy=full,gradual`,
 `thawkit predict ckpt=... input=...` take the same Hydra overrides as the root scripts
@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str | None, str]] = {
         "serve",
         "try a checkpoint in the browser (local page)",
     ),
+    "audit": ("thawkit.audit.command:main", "audit", "audit an image folder: leakage, labels"),
     "report": ("thawkit.reporting.sweep_report:main", None, "report on a sweep or runs: PATH"),
     "cache": ("thawkit.data.disk_cache:main", None, "show or clear the persistent cache"),
     "soup": ("thawkit.run.soup:main", None, "average a sweep's runs (model soups): SWEEP_DIR"),

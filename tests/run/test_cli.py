@@ -24,7 +24,7 @@ def thawkit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_help_lists_the_commands(tmp_path: Path) -> None:
     done = thawkit("--help", cwd=tmp_path)
     assert done.returncode == 0
-    for name in ("train", "evaluate", "predict", "export", "serve", "report"):
+    for name in ("train", "evaluate", "predict", "export", "serve", "audit", "report"):
         assert f"\n  {name} " in done.stdout
     wrong = thawkit("fit", cwd=tmp_path)
     assert wrong.returncode == 2 and "unknown command 'fit'" in wrong.stderr

@@ -25,6 +25,7 @@ from thawkit.data.counts import counts_table, split_class_counts
 from thawkit.data.datasets import ImageDataset
 from thawkit.data.digits import DEFAULT_ROOT, export_digits
 from thawkit.data.disk_cache import DiskCache
+from thawkit.data.exclude import apply_exclude
 from thawkit.data.file_policy import log_skipped
 from thawkit.data.image_cache import ImageCache
 from thawkit.data.imbalance import (
@@ -82,6 +83,8 @@ class ImageFolderDataModule(L.LightningDataModule):
             (`thawkit.data.targets.DomainBatch`), with the training transform and no mixing.
         target_val_root: a labelled target folder (`<class>/` folders named as the source's
             classes), served as a second validation loader (`target/acc`).
+        exclude: an audit's `audit.json` or a text file of paths: those files are left out of
+            every split (`thawkit.data.exclude`); what was left out is in `excluded_files`.
     """
 
     def __init__(
@@ -102,6 +105,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         imbalance: Mapping[str, Any] | None = None,
         target_root: str | None = None,
         target_val_root: str | None = None,
+        exclude: str | None = None,
     ) -> None:
         super().__init__()
         if preprocessing is None:
@@ -160,6 +164,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.target_root, self.target_val_root = target_root, target_val_root
         self.target_samples: list[folder.Sample] = []
         self.target_val_samples: list[folder.Sample] = []
+        self.exclude = exclude
+        self.excluded_files: dict[str, Any] | None = None  # summary.json records it
 
     # ----------------------------------------------------------------- setup
     def prepare_data(self) -> None:
@@ -179,6 +185,10 @@ class ImageFolderDataModule(L.LightningDataModule):
             root, self.val_fraction, self.test_fraction, self.seed, skipped=ignored
         )
         log_skipped(ignored)
+        if self.exclude is not None:
+            splits, self.excluded_files = apply_exclude(
+                splits, self.exclude, root, self.class_names
+            )
         if self.check_images:
             splits = self._drop_bad_images(root, splits)
         self.skipped_files = {**ignored, **self.skipped_files}

@@ -17,6 +17,7 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
+from rich.progress import track
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -47,15 +48,18 @@ def extract_features(
     device: torch.device | str = "cpu",
     num_workers: int = 0,
     forward_context: Any = None,
+    progress: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled features (N x D, float32, CPU) and labels of every item of `dataset`, in order.
 
-    The caller puts the backbone in eval mode (and restores its mode afterwards).
+    The caller puts the backbone in eval mode (and restores its mode afterwards). `progress`:
+    the description of a progress bar over the batches (None: no bar).
     """
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    batches = track(loader, description=progress or "", disable=progress is None, transient=True)
     features, labels = [], []
     with forward_context if forward_context is not None else nullcontext():
-        for x, y in loader:
+        for x, y in batches:
             features.append(backbone(x.to(device, non_blocking=True)).float().cpu())
             labels.append(torch.as_tensor(y))
     return torch.cat(features), torch.cat(labels)

@@ -185,14 +185,16 @@ def image_grid_figure(
     title: str = "",
     cell_px: int = 160,
     title_colors: Sequence[str] = (),
+    cols: int | None = None,
 ) -> Figure:
     """A grid of RGB images (H, W, 3 arrays, uint8 or float in [0, 1]) with a title each.
 
     The images are pasted into one montage (each letterboxed to `cell_px`) and drawn by one
     axes: a grid of subplots costs a second or more per figure, this a fraction of that.
+    `cols`: images per row; None = a square-ish grid.
     """
     n = max(1, len(images))
-    cols = min(n, math.ceil(math.sqrt(n)))
+    cols = min(n, cols or math.ceil(math.sqrt(n)))
     rows = math.ceil(n / cols)
     band = 30 if titles else 4  # pixels above each cell for a two-line title
     pad = 10

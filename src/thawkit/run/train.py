@@ -83,6 +83,7 @@ def build(cfg: DictConfig) -> tuple[ImageFolderDataModule, FineTuneModule, L.Tra
         extra={
             "class_counts": datamodule.class_counts,
             "skipped_files": datamodule.skipped_files,
+            "excluded_files": datamodule.excluded_files,
             "classes_without_images": datamodule.classes_without_images,
             "image_size": datamodule.image_size,
             "da": da.method if da else "none",

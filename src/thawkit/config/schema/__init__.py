@@ -5,9 +5,10 @@ them); the YAML files state only what differs from it. The schemas are registere
 ConfigStore when this package is imported (thawkit.config.checks imports it, so does every
 entry point):
 
-- `train_schema`, `predict_schema`, `evaluate_schema`, `export_schema`, `serve_schema`: the
-  primary configs' first defaults-list entry. `train_schema` types the groups with one object
-  each (data, model, scheduler, da, callbacks, trainer), so a group file merges onto its schema.
+- `train_schema`, `predict_schema`, `evaluate_schema`, `export_schema`, `serve_schema`,
+  `audit_schema`: the primary configs' first defaults-list entry. `train_schema` types the
+  groups with one object each (data, model, scheduler, da, callbacks, trainer), so a group file
+  merges onto its schema.
 - `strategy/base_unfreeze`, `strategy/base_auto`, `regularizer/base_l2sp`,
   `regularizer/base_ewc`: groups whose choices build different classes name their schema in
   their own defaults list.
@@ -26,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from thawkit.config.schema.data import AugmentSchema, DataSchema, ImbalanceSchema, MixSchema
 from thawkit.config.schema.model import HeadSchema, ModelSchema
 from thawkit.config.schema.primary import (
+    AuditSchema,
     EvaluateSchema,
     ExportSchema,
     PredictSchema,
@@ -54,8 +56,9 @@ if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
 __all__ = [
-    "AugmentSchema", "AutoSchema", "CALLBACK_RULES", "CallbacksSchema", "DASchema", "DataSchema",
-    "DistillSchema", "EMASchema", "EWCSchema", "EvaluateSchema", "ExportSchema", "HeadSchema",
+    "AuditSchema", "AugmentSchema", "AutoSchema", "CALLBACK_RULES", "CallbacksSchema", "DASchema",
+    "DataSchema", "DistillSchema", "EMASchema", "EWCSchema", "EvaluateSchema", "ExportSchema",
+    "HeadSchema",
     "ImbalanceSchema", "L2SPSchema", "MixSchema", "ModelSchema", "PredictSchema",
     "SchedulerSchema", "ServeSchema", "SpeedSchema", "TrainSchema", "TrainerSchema", "TuneSchema",
     "UnfreezeSchema", "ValReportSchema", "ViewsSchema", "WeightSpaceSchema", "BY_TARGET",
@@ -93,6 +96,7 @@ def register() -> None:
         ("evaluate_schema", EvaluateSchema),
         ("export_schema", ExportSchema),
         ("serve_schema", ServeSchema),
+        ("audit_schema", AuditSchema),
     ):
         cs.store(name=name, node=node)
     for group, name, node, package in _GROUP_SCHEMAS:

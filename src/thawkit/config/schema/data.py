@@ -88,6 +88,8 @@ class DataSchema:
     seed: Any = SI("${seed}")
     on_bad_image: str = spec("skip", one_of(BAD_IMAGE_POLICIES))
     check_images: bool = True
+    # Train without the files an audit's audit.json (or a text file, one path a line) lists.
+    exclude: str | None = None
     augment: AugmentSchema = field(default_factory=AugmentSchema)
     mix: MixSchema = field(default_factory=MixSchema)
     imbalance: ImbalanceSchema = field(default_factory=ImbalanceSchema)

@@ -1,5 +1,5 @@
 """Schemas of the primary configs: train (the groups a run is composed of and its own keys),
-predict, evaluate and export (those three check their values where they use them)."""
+predict, evaluate and export (those three check their values where they use them), and audit."""
 
 from dataclasses import dataclass, field
 from typing import Any
@@ -8,6 +8,7 @@ from omegaconf import MISSING
 
 from thawkit.config.schema.data import DataSchema
 from thawkit.config.schema.model import ModelSchema
+from thawkit.config.schema.rules import above, at_least, spec, within
 from thawkit.config.schema.training import (
     CallbacksSchema,
     DASchema,
@@ -154,3 +155,54 @@ class ServeSchema:
     # Larger uploads are refused with 413.
     max_upload_mb: float = 10.0
     device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass
+class AuditDataSchema:
+    """`data` of audit.yaml: the folder, read and split as training reads and splits it."""
+
+    root: str = MISSING
+    # null = the backbone's own input size.
+    image_size: int | None = spec(None, at_least(1, " (or null for the backbone's own)"))
+    batch_size: int = spec(32, at_least(1))
+    num_workers: int = spec(0, at_least(0))
+    # A flat folder is split as `python train.py` splits it with the same fractions and seed.
+    val_fraction: float = DataSchema.val_fraction
+    test_fraction: float = DataSchema.test_fraction
+    seed: int = 0
+
+
+@dataclass
+class AuditModelSchema:
+    """`model` of audit.yaml: the frozen backbone whose pooled features the audit compares."""
+
+    backbone: str = ModelSchema.backbone
+    weights: str = ModelSchema.weights
+
+
+@dataclass
+class AuditSchema:
+    """`audit.yaml`: python audit.py data.root=FOLDER (thawkit.audit.command)."""
+
+    data: AuditDataSchema = field(default_factory=AuditDataSchema)
+    model: AuditModelSchema = field(default_factory=AuditModelSchema)
+    # Cosine similarity of pooled features at or above which two images are near-duplicates
+    # (measured on the shared photo sets: docs/audit.md).
+    near_duplicate_threshold: float = spec(0.95, within(0, 1, "(]"))
+    # Folds of the cross-validated linear probe behind the label issues.
+    folds: int = spec(5, at_least(2))
+    # Modified z-score of the distance to the nearest neighbours above which an image is an
+    # outlier; neighbours: the k nearest images.
+    outlier_z: float = spec(3.5, above(0))
+    outlier_neighbours: int = spec(5, at_least(1))
+    # Unusable: shorter side under min_side px, longer/shorter over max_aspect, or pixel
+    # standard deviation (0-1 scale) of the model's input under min_contrast.
+    min_side: int = spec(32, at_least(1))
+    max_aspect: float = spec(4.0, above(1))
+    min_contrast: float = spec(0.02, at_least(0))
+    # Thumbnails per gallery PNG (0 = no galleries).
+    gallery: int = spec(24, at_least(0))
+    # Keep the features on disk here: an audit of the same files reads them back.
+    feature_cache_dir: str | None = None
+    device: str = "auto"  # auto | cpu | cuda
+    progress: bool = True
