@@ -31,7 +31,11 @@ from thawkit.models import batchnorm
 from thawkit.models.backbone import Backbone, LayerGroup, build_backbone
 from thawkit.models.head import HEAD, Head
 from thawkit.models.loss import soft_target_cross_entropy
-from thawkit.transfer.domain import DomainAdaptation
+from thawkit.transfer.domain import (
+    DomainAdaptation,
+    domain_training_step,
+    target_validation_step,
+)
 
 log = logging.getLogger(__name__)
 
@@ -252,9 +256,7 @@ class FineTuneModule(L.LightningModule):
     ) -> torch.Tensor:
         x, y = batch
         logits = self(x) if logits is None else logits
-        if (
-            stage == "test"
-        ):  # best.ckpt's temperature: test/loss is the calibrated NLL, as evaluate's
+        if stage == "test":  # best.ckpt's temperature: the calibrated NLL, as evaluate's
             logits = logits / self.temperature
         loss = self.loss(logits, y)
         if stage == "train" and self.distiller is not None:
@@ -280,7 +282,7 @@ class FineTuneModule(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         if self.domain_loss is not None and isinstance(batch, DomainBatch):
-            loss = self._domain_step(batch)
+            loss = domain_training_step(self, batch)
         else:
             loss = self._step(batch, "train")
         if self.regularizer is not None:
@@ -293,34 +295,9 @@ class FineTuneModule(L.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         if dataloader_idx == 1:  # the labelled target folder (da.target_val_root)
-            self._target_step(batch)
+            target_validation_step(self, batch)
             return
         self._step(batch, "val")
-
-    def _domain_step(self, batch: DomainBatch) -> torch.Tensor:
-        """Source classification loss + the domain loss between source and target features."""
-        x, y, target = batch
-        # One forward over both domains, as DANN/DAN implementations do: BatchNorm layers that
-        # train normalise with statistics of the mixed batch.
-        features = self.forward_features(torch.cat([x, target]))
-        source_f, target_f = features[: len(x)], features[len(x) :]
-        loss = self._step((x, y), "train", logits=self.head(source_f))
-        total = self.trainer.estimated_stepping_batches  # inf for an open-ended run: no ramp
-        progress = self.global_step / total if 0 < total < float("inf") else 1.0
-        da_loss, ramp = self.domain_loss(source_f, target_f, progress)
-        self.log("train/da_loss", da_loss, on_step=True, on_epoch=True, batch_size=len(x),
-                 sync_dist=True)  # fmt: skip
-        self.log("train/da_ramp", ramp, on_step=True, on_epoch=False, batch_size=len(x))
-        return loss + da_loss
-
-    def _target_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
-        x, y = batch
-        logits = self(x)
-        loss = self.loss(logits, y)
-        self.target_metrics.update(logits.detach(), y)
-        self.log("target/loss", loss, on_step=False, on_epoch=True, batch_size=len(x),
-                 sync_dist=True, add_dataloader_idx=False)  # fmt: skip
-        self.log_dict(self.target_metrics, on_step=False, on_epoch=True, add_dataloader_idx=False)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "test")

@@ -309,3 +309,33 @@ class DomainAdaptation:
             f"DomainAdaptation(method={self.method!r}, target_root={self.target_root!r}, "
             f"target_val_root={self.target_val_root!r}, weight={self.weight})"
         )
+
+
+# The training and target-validation steps of a fine-tuning module with domain adaptation
+# (thawkit.finetune.module.FineTuneModule calls them; `module` is that LightningModule).
+def domain_training_step(module: Any, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Source classification loss + the domain loss between source and target features."""
+    x, y, target = batch
+    # One forward over both domains, as DANN/DAN implementations do: BatchNorm layers that
+    # train normalise with statistics of the mixed batch.
+    features = module.forward_features(torch.cat([x, target]))
+    source_f, target_f = features[: len(x)], features[len(x) :]
+    loss = module._step((x, y), "train", logits=module.head(source_f))
+    total = module.trainer.estimated_stepping_batches  # inf for an open-ended run: no ramp
+    progress = module.global_step / total if 0 < total < float("inf") else 1.0
+    da_loss, ramp = module.domain_loss(source_f, target_f, progress)
+    module.log("train/da_loss", da_loss, on_step=True, on_epoch=True, batch_size=len(x),
+               sync_dist=True)  # fmt: skip
+    module.log("train/da_ramp", ramp, on_step=True, on_epoch=False, batch_size=len(x))
+    return loss + da_loss
+
+
+def target_validation_step(module: Any, batch: Sequence[torch.Tensor]) -> None:
+    """Loss and metrics on the labelled target folder (`da.target_val_root`)."""
+    x, y = batch
+    logits = module(x)
+    loss = module.loss(logits, y)
+    module.target_metrics.update(logits.detach(), y)
+    module.log("target/loss", loss, on_step=False, on_epoch=True, batch_size=len(x),
+               sync_dist=True, add_dataloader_idx=False)  # fmt: skip
+    module.log_dict(module.target_metrics, on_step=False, on_epoch=True, add_dataloader_idx=False)
