@@ -179,6 +179,11 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
             raise RunDirError(f"~{key}: keys cannot be removed on a resume")
         OmegaConf.update(saved, key, override.value(), merge=False, force_add=True)
     with open_dict(saved):
+        # Options added since the run started (a top-level key its config lacks, e.g. `tune`,
+        # `swa`, `distill`) take today's defaults, which leave a started run's training as it was.
+        for key in cfg:
+            if key not in saved:
+                saved[key] = cfg._get_node(key)
         saved.resume = str(rdir)
         saved.ckpt_path = cfg.get("ckpt_path")
     log.info("Resuming %s with its own config (%s)", rdir, saved_path)
