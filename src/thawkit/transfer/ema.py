@@ -57,7 +57,24 @@ def ema_multi_avg_fn(decay: float, warmup: bool = True) -> Callable[..., None]:
     return update
 
 
-class EMA(WeightAveraging):
+class ResumableAveraging(WeightAveraging):
+    """Lightning's WeightAveraging as thawkit resumes it (EMA here, SWA in thawkit.transfer.swa)."""
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # Only a resumed fit restores the raw weights and the average; test/predict keep the
+        # checkpoint's state_dict, which is the average.
+        if averaged_model(self) is not None and trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            # The module holds the average now (on_train_end); free the copy.
+            drop_averaged_model(self)
+
+
+class EMA(ResumableAveraging):
     """Exponential moving average of the weights, used for validation, checkpoints and the result.
 
     Args:
@@ -81,16 +98,3 @@ class EMA(WeightAveraging):
         average = averaged_model(self)
         if average is not None and averaging_device(self) is None:
             average.to(pl_module.device)
-
-    def on_load_checkpoint(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        # Only a resumed fit restores the raw weights and the average; test/predict keep the
-        # checkpoint's state_dict, which is the average.
-        if averaged_model(self) is not None and trainer.state.fn == TrainerFn.FITTING:
-            super().on_load_checkpoint(trainer, pl_module, checkpoint)
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage == "fit":
-            # The module holds the average now (on_train_end); free the copy.
-            drop_averaged_model(self)

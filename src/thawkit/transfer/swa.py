@@ -29,11 +29,10 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import WeightAveraging
-from lightning.pytorch.trainer.states import TrainerFn
 
-from thawkit.compat import averaged_model, averaging_device, drop_averaged_model
+from thawkit.compat import averaged_model, averaging_device
 from thawkit.config.schema import WeightSpaceSchema, check_args
+from thawkit.transfer.ema import ResumableAveraging
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ def swa_multi_avg_fn(averaged: list[torch.Tensor], current: list[torch.Tensor], 
             a.copy_(c)
 
 
-class SWA(WeightAveraging):
+class SWA(ResumableAveraging):
     """Equal average of the weights from `start` x max_epochs on.
 
     Args:
@@ -125,14 +124,3 @@ class SWA(WeightAveraging):
         checkpoint["averaging_state"] = {
             k: v for k, v in average.state_dict().items() if not k.startswith("module.")
         }
-
-    def on_load_checkpoint(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        # Only a resumed fit restores the raw weights and the average (as thawkit's EMA).
-        if averaged_model(self) is not None and trainer.state.fn == TrainerFn.FITTING:
-            super().on_load_checkpoint(trainer, pl_module, checkpoint)
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage == "fit":
-            drop_averaged_model(self)
