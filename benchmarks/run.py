@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -264,7 +265,7 @@ def main() -> None:
     load_after = os.getloadavg()
     all_stats: dict[str, dict[str, dict]] = {}
     body = [
-        f"Run {started}, `{' '.join(['python benchmarks/run.py', *sys.argv[1:]])}`: "
+        f"Run {started}, `{shlex.join(['python', 'benchmarks/run.py', *sys.argv[1:]])}`: "
         f"{args.data}, EfficientNet-Lite0 (bundled weights) at {args.size} px, {args.epochs} "
         f"epochs, batch size {args.batch_size}, {args.repeats} repeat(s) (seeds 0..), medians. "
         f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
