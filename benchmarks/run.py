@@ -8,6 +8,12 @@ other, repeats interleaved so that load drifting on a shared machine spreads ove
 Reported per strategy: wall time (data setup + training + validation, imports excluded), training
 images/s, peak RSS of the training process, val accuracy after the last epoch, and each one's
 ratio to the reference loop; medians over repeats (seeds 0, 1, ...).
+
+Then the honest reference, side by side in whole-process walls (interpreter start and imports
+included): the floor (benchmarks/floor.py: every image decoded once, one frozen forward pass),
+the tutorial loop as written (num_workers=4), the same loop with its workers matched to the
+cores, and thawkit, with the targets: feature_extraction within 1.1x the floor, two_phase at
+most 0.6x the matched loop at equal or better val accuracy.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -28,10 +35,20 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from common import DEFAULT_DATA, STRATEGIES  # noqa: E402
+from reference_table import reference_section  # noqa: E402
+
+# The loader workers a competent user gives the loop: the cores but one (the training process
+# keeps one), at most the tutorial's 4.
+MATCHED_WORKERS = max(1, min(4, (os.cpu_count() or 2) - 1))
 
 # name -> (script, extra arguments)
 VARIANTS = {
     "reference": ("reference_loop.py", []),
+    "reference, workers matched": (
+        "reference_loop.py",
+        ["--name", "reference, workers matched", "--workers", str(MATCHED_WORKERS)]
+        + ["--persistent-workers", "--pin-memory"],
+    ),
     "lightning": ("lightning_finetuning.py", []),
     "thawkit": ("thawkit_run.py", []),
     "thawkit, caches off": (
@@ -62,6 +79,28 @@ def run_one(variant: str, strategy: str, seed: int, args: argparse.Namespace, tm
     print(
         f"  {variant:22s} {strategy:18s} seed {seed}: wall {result['wall_s']:6.1f} s, "
         f"val acc {result['val_acc']:.3f}, peak RSS {result['peak_rss_mb']:.0f} MB",
+        flush=True,
+    )
+    return result
+
+
+def run_floor(seed: int, args: argparse.Namespace, tmp: Path) -> dict:
+    """benchmarks/floor.py in its own process, timed from outside (imports included)."""
+    out = tmp / f"floor-{seed}.json"
+    cmd = [
+        sys.executable, str(HERE / "floor.py"), "--data", args.data, "--size", str(args.size),
+        "--batch-size", str(args.floor_batch_size), "--out", str(out),
+    ]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"floor failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(out.read_text())
+    result["process_wall_s"] = time.perf_counter() - t0
+    print(
+        f"  {'floor':22s} {'-':18s} seed {seed}: process wall {result['process_wall_s']:6.1f} s, "
+        f"forward {result['forward_images_per_s']:.1f} images/s ({result['images']} images)",
         flush=True,
     )
     return result
@@ -193,6 +232,13 @@ def main() -> None:
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks.md"))
+    p.add_argument(
+        "--floor",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the floor process (benchmarks/floor.py) once per repeat",
+    )
+    p.add_argument("--floor-batch-size", type=int, default=64)
     p.add_argument("--json", default=None, help="also write every run's record here")
     p.add_argument(
         "--section", default="results", help="the <!-- SECTION:start/end --> block to rewrite"
@@ -204,8 +250,11 @@ def main() -> None:
     started = time.strftime("%Y-%m-%d %H:%M")
     t0 = time.perf_counter()
     runs: list[dict] = []
+    floors: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="thawkit-bench-") as tmp:
         for seed in range(args.repeats):
+            if args.floor:
+                floors.append(run_floor(seed, args, Path(tmp)))
             for strategy in args.strategies:
                 for variant in args.variants:
                     if variant == "thawkit, caches off" and strategy == "feature_extraction":
@@ -216,7 +265,7 @@ def main() -> None:
     load_after = os.getloadavg()
     all_stats: dict[str, dict[str, dict]] = {}
     body = [
-        f"Run {started}, `{' '.join(['python benchmarks/run.py', *sys.argv[1:]])}`: "
+        f"Run {started}, `{shlex.join(['python', 'benchmarks/run.py', *sys.argv[1:]])}`: "
         f"{args.data}, EfficientNet-Lite0 (bundled weights) at {args.size} px, {args.epochs} "
         f"epochs, batch size {args.batch_size}, {args.repeats} repeat(s) (seeds 0..), medians. "
         f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
@@ -233,11 +282,13 @@ def main() -> None:
         all_stats[strategy] = stats
         body += table(strategy, stats)
     body += verdicts(all_stats)
+    body += reference_section(floors, all_stats, MATCHED_WORKERS)
     text = "\n".join(body)
     print("\n" + text)
     write_doc(Path(args.doc), text, args.section)
     if args.json:
-        Path(args.json).write_text(json.dumps(runs, indent=2))
+        floor_rows = [dict(r, variant="floor") for r in floors]
+        Path(args.json).write_text(json.dumps(runs + floor_rows, indent=2))
     print(f"Wrote {args.doc}")
 
 
