@@ -48,11 +48,12 @@ def test_warning_filter_only_for_exactly_the_frozen_norms() -> None:
 def test_data_meta_records_absolute_paths(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     dm = SimpleNamespace(image_size=64.0, val_fraction=0.2, test_fraction=0.1, seed=3,
-                         root="images", digits_root=None)  # fmt: skip
+                         root="images", digits_root=None, exclude="audit.json")  # fmt: skip
     assert data_meta(dm) == {
         "image_size": 64,
         "data": {"val_fraction": 0.2, "test_fraction": 0.1, "seed": 3,
-                 "root": str(tmp_path / "images"), "digits_root": None},
+                 "root": str(tmp_path / "images"), "digits_root": None,
+                 "exclude": str(tmp_path / "audit.json")},
     }  # fmt: skip
     assert data_meta(None) == {} and data_meta(SimpleNamespace()) == {}
     state = {"domain_loss.w": 1, "head.w": 2, "domain_lossless": 3}

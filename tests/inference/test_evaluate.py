@@ -97,3 +97,32 @@ def test_unknown_class_folder_is_a_clear_error(run, tmp_path: Path) -> None:
     make_image_folder(tmp_path / "zoo", {"class_0": 2, "giraffe": 2}, ())
     with pytest.raises(DataError, match=r"\['giraffe'\] that the checkpoint does not know"):
         evaluate(run_dir / summary["checkpoint"], root=tmp_path / "zoo", progress=False)
+
+
+def test_files_the_run_trained_without_stay_out_of_its_evaluation(tmp_path: Path) -> None:
+    """data.exclude is recorded in the checkpoint: evaluate leaves the same files out (a leaked
+    test copy an audit found must not count), `exclude=None` takes every image back, and a list
+    that is gone since is an error naming both ways out."""
+    root = make_image_folder(tmp_path / "images", (6, 6), ("train", "val", "test"))
+    leaked = sorted((root / "test" / "class_1").iterdir())[0]
+    listed = tmp_path / "drop.txt"
+    listed.write_text(f"{leaked}\n")
+    overrides = ["strategy=full", "debug=limit", "trainer.max_epochs=1", "~logger"]
+    cfg = tiny_cfg(tmp_path, [*overrides, f"data.exclude={listed}"], data_root=root)
+    train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    ckpt = run_dir / json.loads((run_dir / "summary.json").read_text())["checkpoint"]
+    num_test = len(list((root / "test").rglob("*.png")))
+
+    metrics = evaluate(ckpt, progress=False)
+    assert metrics["split"] == "test" and metrics["num_images"] == num_test - 1
+    assert metrics["excluded_files"] == {"source": str(listed), "count": 1, "files": [str(leaked)]}
+    rows = list(csv.DictReader(Path(metrics["files"]["predictions"]).open()))
+    assert str(leaked) not in {r["path"] for r in rows}
+
+    every = evaluate(ckpt, exclude=None, progress=False)
+    assert every["num_images"] == num_test and every["excluded_files"] is None
+
+    listed.unlink()
+    with pytest.raises(DataError, match=r"(?s)trained with data.exclude=.*data.exclude=null"):
+        evaluate(ckpt, progress=False)

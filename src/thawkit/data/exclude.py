@@ -86,6 +86,28 @@ def read_exclude(source: str | os.PathLike, root: str | os.PathLike) -> list[str
     return [os.path.realpath(p if os.path.isabs(p) else base / p) for p in listed]
 
 
+def listed_files(
+    splits: dict[str, list[Sample]], source: str | os.PathLike, root: str | os.PathLike
+) -> set[str]:
+    """The resolved paths `source` lists, each checked to be an image of `splits`.
+
+    Raises:
+        ExcludeError: the list cannot be read, or a listed path matches no image of `splits`.
+    """
+    wanted = set(read_exclude(source, root))
+    by_path = {os.path.realpath(p) for samples in splits.values() for p, _ in samples}
+    unmatched = sorted(wanted - by_path)
+    if unmatched:
+        shown = "\n".join(f"  {p}" for p in unmatched[:_SHOWN])
+        more = f"\n  ... and {len(unmatched) - _SHOWN} more" if len(unmatched) > _SHOWN else ""
+        raise ExcludeError(
+            f"{len(unmatched)} path(s) of data.exclude={source} match no image under {root}:\n"
+            f"{shown}{more}\nWas the list made for another folder, or were files moved since? "
+            "Audit this folder again (thawkit audit data.root=...) or edit the list."
+        )
+    return wanted
+
+
 def apply_exclude(
     splits: dict[str, list[Sample]],
     source: str | os.PathLike,
@@ -99,17 +121,7 @@ def apply_exclude(
         ExcludeError: the list cannot be read, a listed path matches no image of `splits`, or
             a split (or a class of the training split) would be left without images.
     """
-    wanted = set(read_exclude(source, root))
-    by_path = {os.path.realpath(p): p for samples in splits.values() for p, _ in samples}
-    unmatched = sorted(wanted - by_path.keys())
-    if unmatched:
-        shown = "\n".join(f"  {p}" for p in unmatched[:_SHOWN])
-        more = f"\n  ... and {len(unmatched) - _SHOWN} more" if len(unmatched) > _SHOWN else ""
-        raise ExcludeError(
-            f"{len(unmatched)} path(s) of data.exclude={source} match no image under {root}:\n"
-            f"{shown}{more}\nWas the list made for another folder, or were files moved since? "
-            "Audit this folder again (thawkit audit data.root=...) or edit the list."
-        )
+    wanted = listed_files(splits, source, root)
     kept: dict[str, list[Sample]] = {}
     left_out: dict[str, list[str]] = {}
     for split, samples in splits.items():

@@ -13,7 +13,8 @@ from typing import Any
 CHECKPOINT_KEY = "thawkit"
 # Data module attributes a checkpoint records (evaluate re-creates the same split from them).
 DATA_KEYS = ("val_fraction", "test_fraction", "seed")
-DATA_PATHS = ("root", "digits_root")
+# `exclude`: the files the run left out (data.exclude); evaluate leaves them out too.
+DATA_PATHS = ("root", "digits_root", "exclude")
 
 
 def data_meta(datamodule: Any) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from sklearn.metrics import classification_report, confusion_matrix, precision_r
 from thawkit.config import schema as _schema  # noqa: F401 - registers its config schema
 from thawkit.data import folder
 from thawkit.data.digits import export_digits
+from thawkit.data.exclude import ExcludeError, listed_files
 from thawkit.data.file_policy import log_skipped
 from thawkit.finetune.calibration import expected_calibration_error
 from thawkit.inference.outputs import output_path
@@ -53,6 +54,8 @@ def select_samples(
     root: str | os.PathLike | None = None,
     split: str = "auto",
     skipped: dict[str, str] | None = None,
+    exclude: str | os.PathLike | None = "auto",
+    excluded: dict[str, Any] | None = None,
 ) -> tuple[Path, str, list[folder.Sample]]:
     """Images to evaluate, labelled with the checkpoint's class indices.
 
@@ -63,6 +66,10 @@ def select_samples(
             split if there is one, else the validation split. On a folder other than the
             training one that has no `train/` layout, `auto` means `all`.
         skipped: receives what training's file policy left out ({path: reason}).
+        exclude: files to leave out (`thawkit.data.exclude`: an audit.json or a text list);
+            `auto` = the list the checkpoint was trained with (data.exclude), on its own folder
+            only; None = none.
+        excluded: receives what `exclude` left out (source, count, files).
 
     Returns:
         The root, the split used and the (path, label) samples.
@@ -110,8 +117,42 @@ def select_samples(
         raise folder.DataError(
             f"{root} has no {split} split; it has {sorted(splits)}. Set split=..."
         )
+    samples = _without_excluded(
+        samples, splits, root, exclude, model.data if same else {}, excluded
+    )
     to_ckpt = [model.class_names.index(n) for n in names]
     return root, split, [(path, to_ckpt[label]) for path, label in samples]
+
+
+def _without_excluded(
+    samples: list[folder.Sample],
+    splits: dict[str, list[folder.Sample]],
+    root: Path,
+    exclude: str | os.PathLike | None,
+    trained: dict[str, Any],
+    excluded: dict[str, Any] | None,
+) -> list[folder.Sample]:
+    """`samples` less the files `exclude` lists (a list the run trained without stays out of its
+    test split too: an audit's leaked or duplicated copies would otherwise inflate the score)."""
+    source = trained.get("exclude") if exclude == "auto" else exclude
+    if not source:
+        return samples
+    try:
+        wanted = listed_files(splits, source, root)
+    except ExcludeError as e:
+        if exclude != "auto":
+            raise
+        raise ExcludeError(
+            f"The checkpoint was trained with data.exclude={source}, which evaluate applies "
+            f"too, and it cannot be used now: {e}\nRestore the list, or pass "
+            "data.exclude=null to evaluate every image."
+        ) from e
+    kept = [s for s in samples if os.path.realpath(s[0]) not in wanted]
+    gone = [p for p, _ in samples if os.path.realpath(p) in wanted]
+    log.info("data.exclude: %d image(s) of this split left out (%s)", len(gone), source)
+    if excluded is not None:
+        excluded.update({"source": str(source), "count": len(gone), "files": gone})
+    return kept
 
 
 def classification_metrics(
@@ -182,6 +223,7 @@ def evaluate(
     progress: bool = True,
     overwrite: bool = False,
     tta: str | Sequence[str] = "none",
+    exclude: str | os.PathLike | None = "auto",
 ) -> dict[str, Any]:
     """Evaluate a checkpoint and write metrics, report, predictions and figures.
 
@@ -198,6 +240,7 @@ def evaluate(
         progress: show a progress bar.
         overwrite: write into an `output_dir` that holds an earlier result (else refused).
         tta: test-time augmentation views (`thawkit.inference.tta`): none, flip, five_crop, a list.
+        exclude: files left out, see `select_samples` (`auto`: those the run trained without).
 
     Returns:
         The metrics written to `metrics.json`, with `output_dir` and the files written.
@@ -205,7 +248,8 @@ def evaluate(
     resolve_views(tta)  # a mistyped view fails before the model loads
     model = load_checkpoint(ckpt, device)
     ignored: dict[str, str] = {}  # what training's file policy leaves out
-    root, split, samples = select_samples(model, root, split, ignored)
+    excluded: dict[str, Any] = {}  # what data.exclude leaves out
+    root, split, samples = select_samples(model, root, split, ignored, exclude, excluded)
     log_skipped(ignored)
     default = default_output_dir(model, root, split)
     out = output_path(output_dir, default, "output_dir", overwrite, folder=True)
@@ -239,6 +283,7 @@ def evaluate(
         "ece": expected_calibration_error(torch.from_numpy(probs), torch.from_numpy(labels)),
         "tta": list(resolve_views(tta)),
         "skipped_files": skipped,
+        "excluded_files": excluded or None,
         "classes_without_images": missing,
     }
     report = evaluation_report(labels, probs, names)
@@ -299,6 +344,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         progress=cfg.progress,
         overwrite=cfg.overwrite,
         tta=cfg.tta,
+        exclude=cfg.data.exclude,
     )
     print(f"{metrics['data_root']} ({metrics['split']}): {metrics['num_images']} images")
     print(metrics["report"])

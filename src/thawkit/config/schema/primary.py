@@ -89,6 +89,9 @@ class EvaluateDataSchema:
     root: str | None = None
     batch_size: int = 32
     num_workers: int = 0
+    # Files left out (an audit.json or a text list, as training's data.exclude); auto = the
+    # list the checkpoint was trained without, on its own folder; null = none.
+    exclude: str | None = "auto"
 
 
 @dataclass
