@@ -118,10 +118,11 @@ def test_speed_off_turns_every_option_off(make_cfg) -> None:
 
 
 def test_loader_settings_suit_the_machine(make_cfg, monkeypatch) -> None:
-    # Workers: one core left to training, at most 4; none on a single core.
-    for cores, workers in ((1, 0), (2, 1), (4, 3), (16, 4)):
+    # Workers: one core left to training, at most 4 on CPU (16 with a GPU); none on one core.
+    for cores, workers, gpu_workers in ((1, 0, 0), (2, 1, 1), (4, 3, 3), (16, 4, 15), (32, 4, 16)):
         monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
-        assert default_num_workers() == workers
+        assert default_num_workers(gpu=False) == workers
+        assert default_num_workers(gpu=True) == gpu_workers
     monkeypatch.undo()
     datamodule, _, _ = build(make_cfg())
     datamodule.num_workers = 2  # (the test config pins 0)
