@@ -56,11 +56,32 @@ def test_soup_of_two_copies_is_the_checkpoint(trained: Path, tmp_path: Path) -> 
     for name in ("uniform.ckpt", "greedy.ckpt"):
         mixed = state(out / name)
         assert mixed.keys() == original.keys()
-        assert all(torch.equal(mixed[k], original[k]) for k in original), name
+        weights = [k for k in original if k != "temperature"]  # refitted on val: see below
+        assert all(torch.equal(mixed[k], original[k]) for k in weights), name
+        assert float(mixed["temperature"]) == pytest.approx(float(original["temperature"]), 1e-4)
     assert record["uniform"]["val/acc"] == record["best_single"]["val/acc"]
     assert load_checkpoint(out / "greedy.ckpt").class_names  # an ordinary checkpoint
     # A second soup never overwrites the first.
     assert Path(soup(tmp_path / "sweep", device="cpu")["output_dir"]).name == "soup-2"
+
+
+def test_a_soup_fits_its_own_temperature(trained: Path, tmp_path: Path) -> None:
+    """Ingredients with temperatures 0.5 and 4 (same weights): the soup's temperature is fitted
+    on val again, as the run's own was, not their mean (2.25)."""
+
+    def with_temperature(t: float):
+        return lambda ckpt: ckpt["state_dict"].update(temperature=torch.tensor(t))
+
+    copy_run(trained, tmp_path / "sweep" / "0", with_temperature(0.5))
+    copy_run(trained, tmp_path / "sweep" / "1", with_temperature(4.0))
+    record = soup(tmp_path / "sweep", device="cpu")
+    fitted = float(state(trained / "checkpoints" / "best.ckpt")["temperature"])
+    for name in ("uniform", "greedy"):
+        calibration = record[name]["calibration"]
+        assert calibration["temperature"] == pytest.approx(fitted, rel=1e-4)
+        assert calibration["nll_after"] <= calibration["nll_before"] + 1e-9
+        ckpt = Path(record["output_dir"]) / record[name]["checkpoint"]
+        assert float(state(ckpt)["temperature"]) == pytest.approx(fitted, rel=1e-4)
 
 
 def test_greedy_soup_and_mismatched_runs(trained: Path, tmp_path: Path, capsys) -> None:

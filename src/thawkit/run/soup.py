@@ -12,11 +12,13 @@ same data split. The others are named, with the reason, and skipped.
   the soup's val accuracy does not drop, so it never ends below its first (best) ingredient.
 
 For every soup tried, the BatchNorm layers whose statistics differ among its ingredients get
-statistics recomputed on the training images (thawkit.transfer.weight_space). Both soups are
-measured on val and test and written as ordinary thawkit checkpoints (`uniform.ckpt`,
-`greedy.ckpt`: `thawkit predict/evaluate/export ckpt=...` load them), with `soup.json` that
-lists the ingredients, the skipped runs and the scores, into a new folder (`SWEEP/soup`, or
-`soup-2`, ... when taken; `--output DIR` must be new).
+statistics recomputed on the training images (thawkit.transfer.weight_space). Each soup's
+temperature (thawkit.finetune.calibration) is fitted anew on val: a mixture's logits are not the
+mean of its ingredients', so neither is its best temperature. Both soups are measured on val
+and test and written as ordinary thawkit checkpoints (`uniform.ckpt`, `greedy.ckpt`:
+`thawkit predict/evaluate/export ckpt=...` load them), with `soup.json` that lists the
+ingredients, the skipped runs and the scores, into a new folder (`SWEEP/soup`, or `soup-2`, ...
+when taken; `--output DIR` must be new).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from torch.utils.data import DataLoader
 from thawkit.atomic import write_json_atomic
 from thawkit.data import folder
 from thawkit.data.datasets import ImageDataset
+from thawkit.finetune.calibration import calibration_record, collect_logits, fit_temperature
 from thawkit.inference.evaluate import select_samples
 from thawkit.inference.outputs import output_path
 from thawkit.inference.predict import LoadedModel, load_checkpoint
@@ -152,6 +155,15 @@ class Kitchen:
         state = {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
         return state, scores
 
+    def calibrate(self, state: State) -> tuple[State, dict[str, Any]]:
+        """`state` with its temperature fitted on val, and the calibration record."""
+        self.module.load_state_dict(state)
+        device = next(self.module.parameters()).device
+        logits, labels = collect_logits(self.module, self.val, device)
+        temperature = fit_temperature(logits, labels)
+        state = {**state, "temperature": torch.tensor(temperature)}
+        return state, calibration_record(logits, labels, temperature)
+
 
 def soup(
     sweep: str | Path,
@@ -200,6 +212,8 @@ def soup(
             chosen.append(item)
             best = scores["val/acc"]
     greedy_state, greedy = kitchen.taste([i["state"] for i in chosen], test=True)
+    uniform_state, uniform["calibration"] = kitchen.calibrate(uniform_state)
+    greedy_state, greedy["calibration"] = kitchen.calibrate(greedy_state)
     out = output_path(output, sweep / "soup", "--output", overwrite=False, folder=True)
     template = reference["checkpoint"]
     write_checkpoint(template, uniform_state, out / "uniform.ckpt")
