@@ -40,6 +40,7 @@ class ViewItems(Dataset):
             return self.dataset[i]
 
 
+@torch.no_grad()  # wraps each resumption of the generator: the caller's grad mode is its own
 def feature_batches(
     backbone: nn.Module,
     dataset: Any,
@@ -56,7 +57,9 @@ def feature_batches(
     """
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     batches = track(loader, description=progress or "", disable=progress is None, transient=True)
-    with torch.no_grad(), forward_context if forward_context is not None else nullcontext():
+    # The forward context (autocast) is one-shot, so it stays entered across the yields; the
+    # consumers (`extract_features`, `FeatureCache`) only copy the float32 rows meanwhile.
+    with forward_context if forward_context is not None else nullcontext():
         for x, y in batches:
             yield backbone(x.to(device, non_blocking=True)).float().cpu(), torch.as_tensor(y)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -250,8 +249,10 @@ class FeatureStore:
             rows.close()
         self.spilled.clear()
         if self._spill_dir is not None:
-            shutil.rmtree(self._spill_dir.name, ignore_errors=True)
-            self._spill_dir.cleanup()
+            try:
+                self._spill_dir.cleanup()
+            except OSError:  # already gone: nothing left to remove
+                pass
             self._spill_dir = None
 
     def get(self, key: str) -> tuple[torch.Tensor, torch.Tensor] | None:
