@@ -60,6 +60,9 @@ class Result:
     cpu_user_s: float = 0.0
     cpu_sys_s: float = 0.0
     history: list[dict] = field(default_factory=list)
+    # thawkit's set-up from its own records: scan_s, decode_s, features_s (the feature-cache
+    # passes, which run inside the first epoch and validation), image_cache_mb, features_mb.
+    setup: dict = field(default_factory=dict)
 
     def finish(self, start: float, out: str | None) -> None:
         self.wall_s = time.perf_counter() - start
@@ -77,11 +80,11 @@ class Result:
             print(text)
 
 
-def base_args(description: str):
+def base_args(description: str, strategies: tuple[str, ...] = STRATEGIES):
     import argparse
 
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("strategy", choices=STRATEGIES)
+    p.add_argument("strategy", choices=strategies)
     p.add_argument("--data", default=DEFAULT_DATA, help="image folder with train/ and val/")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--size", type=int, default=160)

@@ -58,16 +58,22 @@ VARIANTS = {
 }
 
 
-def _run_json(cmd: list[str], out: Path, what: str, **env: str) -> dict:
+def run_json(cmd: list[str], out: Path, what: str, **env: str) -> dict:
     """Run a benchmark script in its own process; its JSON result, with the process's wall
-    time measured from outside (imports included)."""
+    time measured from outside (imports included) and the peak RSS of its process tree (the
+    largest of the process and its DataLoader workers, from `wait4`)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), **env)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{what} failed:\n{proc.stderr[-3000:]}")
+    with tempfile.TemporaryFile() as stderr:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = os.wait4(proc.pid, 0)  # reaped here: its rusage is this run's alone
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            stderr.seek(0)
+            raise RuntimeError(f"{what} failed:\n{stderr.read().decode(errors='replace')[-3000:]}")
     result = json.loads(out.read_text())
     result["process_wall_s"] = time.perf_counter() - t0
+    result["process_peak_rss_mb"] = usage.ru_maxrss / 1024
     return result
 
 
@@ -82,7 +88,7 @@ def run_one(variant: str, strategy: str, seed: int, args: argparse.Namespace, tm
     # Every run starts cold: its own empty persistent cache (thawkit.data.disk_cache), so a
     # repeat never reads back the set-up of the run before it.
     cold = tmp / f"cache-{out.stem}"
-    result = _run_json(cmd, out, f"{variant} {strategy}", THAWKIT_CACHE=str(cold))
+    result = run_json(cmd, out, f"{variant} {strategy}", THAWKIT_CACHE=str(cold))
     print(
         f"  {variant:22s} {strategy:18s} seed {seed}: wall {result['wall_s']:6.1f} s, "
         f"val acc {result['val_acc']:.3f}, peak RSS {result['peak_rss_mb']:.0f} MB",
@@ -98,7 +104,7 @@ def run_floor(seed: int, args: argparse.Namespace, tmp: Path) -> dict:
         sys.executable, str(HERE / "floor.py"), "--data", args.data, "--size", str(args.size),
         "--batch-size", str(args.floor_batch_size), "--out", str(out),
     ]  # fmt: skip
-    result = _run_json(cmd, out, "floor")
+    result = run_json(cmd, out, "floor")
     print(
         f"  {'floor':22s} {'-':18s} seed {seed}: process wall {result['process_wall_s']:6.1f} s, "
         f"forward {result['forward_images_per_s']:.1f} images/s ({result['images']} images)",

@@ -15,9 +15,12 @@ from common import Result, base_args, epoch_timer
 
 from thawkit import CONF_DIR
 
+STRATEGY_CONFIGS = tuple((CONF_DIR / "strategy").glob("*.yaml"))
+
 
 def main() -> None:
-    p = base_args(__doc__.splitlines()[0])
+    # Any of thawkit's strategies (the shared STRATEGIES are those the plain loops also run).
+    p = base_args(__doc__.splitlines()[0], tuple(sorted(f.stem for f in STRATEGY_CONFIGS)))
     p.add_argument("--overrides", nargs="*", default=[])
     p.add_argument("--name", default="thawkit", help="framework name in the result")
     args = p.parse_args()
@@ -46,7 +49,28 @@ def main() -> None:
     result = Result(args.name, args.strategy, args.seed, args.epochs, args.size)
     trainer.callbacks.append(epoch_timer(result, lambda t, m: m.num_trainable_groups))
     trainer.fit(model, datamodule=datamodule)
+    result.setup = setup_record(datamodule, trainer)
     result.finish(start, args.out)
+
+
+def setup_record(datamodule, trainer) -> dict:
+    """The run's set-up from its own records: the bad-image scan, the decode into the image
+    cache, the feature-cache passes, and what the two caches hold in memory."""
+    from thawkit.run.speed import SpeedOptions
+
+    speed = next((c for c in trainer.callbacks if isinstance(c, SpeedOptions)), None)
+    features = speed.features if speed is not None else None
+    cache = datamodule.image_cache
+    return {
+        "scan_s": datamodule.check_time_s,
+        "decode_s": cache.fill_time_s if cache is not None else 0.0,
+        "features_s": features.extract_time_s if features is not None else 0.0,
+        "extractions": features.extractions if features is not None else [],
+        "image_cache_mb": cache.nbytes / 2**20 if cache is not None else 0.0,
+        "features_mb": features.store.memory_bytes / 2**20 if features is not None else 0.0,
+        "image_budget_mb": speed.image_cache_mb if speed is not None else 0.0,
+        "feature_budget_mb": features.store.budget_bytes / 2**20 if features is not None else 0.0,
+    }
 
 
 if __name__ == "__main__":

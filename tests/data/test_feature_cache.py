@@ -257,3 +257,67 @@ def test_cache_keys_take_a_non_utf8_file_name(tmp_path: Path) -> None:
     other.write_bytes(b"x")
     assert files_digest([(str(odd), 0)]) != files_digest([(str(other), 0)])
     assert len(cache_key(files=str(odd))) == 40
+
+
+def test_features_beyond_the_budget_are_read_from_a_file_with_the_same_training(
+    make_cfg, tmp_path: Path
+) -> None:
+    """feature_cache_mb=0 writes every split's features to a file in the run dir: the head, the
+    logits and the metrics are those of features held in memory, whether the rows were
+    extracted now or read back from the persistent cache, and the file is gone after fit."""
+    common = ("strategy=feature_extraction", "augment=none", "trainer.max_epochs=2", *FAST)
+    in_memory, t_memory = _fit(make_cfg(*common))  # fills the persistent cache too
+    spilled_read_back, t_read_back = _fit(make_cfg(*common, "callbacks.speed.feature_cache_mb=0"))
+    spilled, t_spilled = _fit(
+        make_cfg(
+            *common, "callbacks.speed.feature_cache_mb=0", "callbacks.speed.persistent_cache=false"
+        )
+    )
+    assert [e["spilled"] for e in _speed(t_memory).features.extractions] == [False, False]
+    assert [e["spilled"] for e in _speed(t_spilled).features.extractions] == [True, True]
+    assert _speed(t_read_back).features.extractions == []  # every row came from the disk cache
+    assert _speed(t_read_back).features.num_reused > 0
+    x = torch.randn(3, in_memory.backbone.num_features)
+    for model, trainer in ((spilled_read_back, t_read_back), (spilled, t_spilled)):
+        for (name, a), b in zip(
+            in_memory.head.state_dict().items(), model.head.state_dict().values(), strict=True
+        ):
+            assert torch.equal(a, b), name
+        assert torch.equal(in_memory.head(x), model.head(x))
+        for metric in ("val/acc", "val/loss", "train/loss"):
+            assert float(trainer.callback_metrics[metric]) == float(
+                t_memory.callback_metrics[metric]
+            ), metric
+        assert not list(Path(trainer.default_root_dir).rglob("feature-spill-*"))
+
+
+def test_spilled_rows_read_back_exactly_in_any_order(tmp_path: Path) -> None:
+    """Rows written past a budget are the rows given, whichever order they are read in, and
+    rows read back from the persistent cache are merged into the dataset's order."""
+    from thawkit.data.feature_rows import in_dataset_order
+    from thawkit.data.feature_store import FeatureStore, SpilledRows, rows_tensor
+
+    rows = torch.randn(10, 4)
+    store = FeatureStore(budget_mb=3 * 4 * 4 / 2**20, spill_root=tmp_path)  # room for 3 rows
+    writer = store.writer("k")
+    for part in rows.split(2):  # the first batch fits, the second goes beyond the budget
+        writer.add(part)
+    items = writer.finish(torch.arange(10))
+    assert isinstance(items, SpilledRows) and store.dataset("k") is items
+    assert store.memory_bytes == 0
+    for i in (9, 0, 4, 4, 7):
+        row, label = items[i]
+        assert torch.equal(row, rows[i]) and int(label) == i
+    assert torch.equal(rows_tensor(items), rows)
+    with pytest.raises(IndexError):
+        items._read(10)
+    spill_dir = writer.path.parent
+    store.close()
+    assert not spill_dir.exists() and store.dataset("k") is None
+    # Rows 1, 4 and 8 read back from the cache; the others come fresh, in batches of 3.
+    ids = [f"f{i}" for i in range(10)]
+    kept = {ids[i]: rows[i] for i in (1, 4, 8)}
+    todo = [i for i in range(10) if ids[i] not in kept]
+    fresh = [(rows[todo[j : j + 3]], torch.zeros(0)) for j in range(0, len(todo), 3)]
+    merged = torch.cat(list(in_dataset_order(ids, kept, todo, fresh, chunk=4)))
+    assert torch.equal(merged, rows)

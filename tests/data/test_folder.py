@@ -164,3 +164,27 @@ def test_bad_files_are_found_and_skipped_with_a_warning(tmp_path: Path, caplog) 
         _dm(root, on_bad_image="error").setup()
     for p in (truncated, zero, fake):
         assert str(p) in str(err.value)
+
+
+def test_parallel_scan_equals_the_serial_path(tmp_path: Path) -> None:
+    """The scan in threads gives the verdicts, in the order, of checking one file at a time,
+    and its verdicts kept in the persistent cache are those a serial scan reads back."""
+    from thawkit.data.disk_cache import DiskCache
+    from thawkit.data.scan_cache import find_bad_images as cached_scan
+
+    root = make_image_folder(tmp_path / "i", (8, 8), ("train",))
+    good = sorted(str(p) for p in (root / "train").rglob("*.png"))
+    data = write_image(tmp_path / "big.jpg", 0, size=64).read_bytes()
+    truncated = root / "train" / "class_0" / "truncated.jpg"
+    truncated.write_bytes(data[: len(data) // 2])
+    zero = root / "train" / "class_1" / "zero.png"
+    zero.write_bytes(b"")
+    paths = [good[0], str(zero), *good[1:9], str(truncated), *good[9:]]
+    serial = find_bad_images(paths, workers=1)
+    parallel = find_bad_images(paths, workers=4)
+    assert list(parallel.items()) == list(serial.items())
+    assert list(serial) == [str(zero), str(truncated)]
+    first, checked = cached_scan(paths, str(root), DiskCache(tmp_path / "cache"), workers=4)
+    again, rechecked = cached_scan(paths, str(root), DiskCache(tmp_path / "cache"), workers=1)
+    assert list(first.items()) == list(again.items()) == list(serial.items())
+    assert (checked, rechecked) == (len(paths), 0)

@@ -123,3 +123,28 @@ def test_fit_fills_the_cache_once_and_reports_it(make_cfg, caplog) -> None:
     assert "decoded once" in caplog.text
     trainer.test(model, datamodule=datamodule, verbose=False)
     assert datamodule.image_cache is cache  # kept, not refilled
+
+
+def test_parallel_fill_equals_the_serial_path(photos: list[str], tmp_path: Path) -> None:
+    """Decoding in threads keeps exactly the pixels, order and counts of decoding one by one,
+    with and without the persistent cache (its entries written in threads read back the same)."""
+    from thawkit.data.disk_cache import DiskCache
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    paths = [*photos, str(broken), *photos[:2]]  # a duplicate is decoded once
+    side = eval_resize(SIZE, PRE.crop_pct)
+    serial = ImageCache(side, workers=1)
+    serial.fill(paths)
+    disk = DiskCache(tmp_path / "cache")
+    parallel = ImageCache(side, workers=4, disk=disk)
+    parallel.fill(paths)
+    read_back = ImageCache(side, workers=3, disk=DiskCache(tmp_path / "cache"))
+    read_back.fill(paths)
+    assert parallel.num_decoded == serial.num_decoded == len(photos)
+    assert read_back.num_reused == len(photos) and read_back.num_decoded == 0
+    for cache in (parallel, read_back):
+        assert list(cache.images) == list(serial.images) == photos
+        assert cache.nbytes == serial.nbytes
+        for p in photos:
+            assert np.array_equal(cache.images[p], serial.images[p])

@@ -31,7 +31,9 @@ Features are looked up by a cache key over everything that determines them (back
 weights source, a digest of every parameter and buffer, the transform, the image source, the
 files' paths, labels, sizes and mtimes, the view and its seed, precision and memory format); a
 change in any of them means new features, never stale ones. The store lives in memory for the
-run, and optionally on disk (`directory`) across runs. With the persistent cache (`disk`,
+run up to a budget (`callbacks.speed.feature_cache_mb`; beyond it a split's features are written
+to a file in the run dir as they are extracted, and read from it), and optionally on disk
+(`directory`) across runs. With the persistent cache (`disk`,
 `thawkit.data.disk_cache`, on by default) the features are also kept as one row per file: a
 later run (the next job of a sweep) extracts only the files that are new or changed. So that a
 row never depends on which other files were extracted with it, each augmented image draws its
@@ -49,17 +51,25 @@ import time
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from thawkit.data.disk_cache import DiskCache, file_identity
 from thawkit.data.feature_loader import SwitchingLoader, loader_like
-from thawkit.data.feature_rows import ViewItems, extract_features, load_rows, save_rows
+from thawkit.data.feature_rows import (
+    ViewItems,
+    extract_features,
+    feature_batches,
+    in_dataset_order,
+    load_rows,
+    save_rows,
+)
 from thawkit.data.feature_store import (
     FeatureStore,
     cache_key,
     files_digest,
     is_random,
     module_digest,
+    rows_tensor,
 )
 
 __all__ = ["FeatureCache", "extract_features"]
@@ -84,10 +94,16 @@ class FeatureCache:
         batch_size: batch size of the extraction pass (evaluation mode, no gradients); None =
             the data module's (larger batches were slower on a 2-core CPU: 10-11 ms/image at 64
             against 7-8 at 32, EfficientNet-Lite0 at 160 px).
+        budget_mb: memory the cached features may take; a split beyond it is written to a file
+            in the run dir and read from there (`thawkit.data.feature_store`). None = no limit.
     """
 
     def __init__(
-        self, views: int = 1, directory: str | None = None, batch_size: int | None = None
+        self,
+        views: int = 1,
+        directory: str | None = None,
+        batch_size: int | None = None,
+        budget_mb: float | None = None,
     ) -> None:
         if views < 0:
             raise ValueError(
@@ -97,7 +113,7 @@ class FeatureCache:
             raise ValueError(f"feature cache batch_size={batch_size} must be >= 1")
         self.views = views
         self.batch_size = batch_size
-        self.store = FeatureStore(directory)
+        self.store = FeatureStore(directory, budget_mb)
         self.disk: DiskCache | None = None  # the persistent cache (thawkit.run.speed sets it)
         self.num_reused = 0  # feature rows read back from the persistent cache
         self.trainer: Any = None
@@ -115,6 +131,8 @@ class FeatureCache:
         from thawkit.models import batchnorm
 
         self.trainer, self.module, self.datamodule = trainer, module, datamodule
+        # Spilled features go to the run dir (removed again when the fit ends).
+        self.store.spill_root = getattr(trainer, "default_root_dir", None)
         self._off_reason = None
         self._forward_checked = False
         if trainer.world_size > 1:
@@ -142,6 +160,7 @@ class FeatureCache:
     def detach(self) -> None:
         if self.datamodule is not None and self.datamodule.feature_source is self:
             self.datamodule.feature_source = None
+        self.store.close()  # spilled features: a later fit extracts or reads them back again
         self.trainer = self.module = self.datamodule = None
 
     def wrap(self, split: str, loader: DataLoader) -> Any:
@@ -203,10 +222,8 @@ class FeatureCache:
                     f"augmentation is on: {self.views} augmented view(s) per training image are "
                     f"cached; epoch e trains on view e mod {self.views}."
                 )
-        features, labels = self._features(split, dataset, view, random)
-        if features is None:
-            return None
-        return loader_like(loader, TensorDataset(features, labels))
+        features = self._features(split, dataset, view, random)
+        return None if features is None else loader_like(loader, features)
 
     # ------------------------------------------------------------- extraction
     def _key(self, split: str, dataset: Any, view: int, random: bool, files: bool = True) -> str:
@@ -234,11 +251,10 @@ class FeatureCache:
     def _view_seed(self, view: int) -> int:
         return int(getattr(self.datamodule, "seed", 0) or 0) * 1009 + view
 
-    def _features(
-        self, split: str, dataset: Any, view: int, random: bool
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _features(self, split: str, dataset: Any, view: int, random: bool) -> Dataset | None:
+        """The (feature row, label) items of `split`: stored, read back, or extracted now."""
         key = self._key(split, dataset, view, random)
-        cached = self.store.get(key)
+        cached = self.store.dataset(key)
         if cached is not None:
             return cached
         rows: dict[str, torch.Tensor] = {}
@@ -251,6 +267,7 @@ class FeatureCache:
         module, trainer = self.module, self.trainer
         was_training = module.training
         devices = [module.device] if module.device.type == "cuda" else []
+        writer = self.store.writer(key)
         start = time.perf_counter()
         # The run's random stream continues as if the cache did not exist; the augmentations of
         # a view come from their own seeds (reproducible, and part of the key).
@@ -258,46 +275,42 @@ class FeatureCache:
             torch.manual_seed(self._view_seed(view))
             try:
                 if not self._forward_checked and not self._frozen_forward_is_eval(dataset):
-                    return None, None
+                    return None
                 module.eval()
                 items = ViewItems(dataset, self._view_seed(view)) if random else dataset
-                new = (
-                    extract_features(
-                        module.backbone,
-                        Subset(items, todo) if len(todo) < len(dataset) else items,
-                        batch_size=self.batch_size or getattr(self.datamodule, "batch_size", 32),
-                        device=module.device,
-                        num_workers=self._extraction_workers(dataset),
-                        forward_context=trainer.precision_plugin.forward_context(),
-                    )[0]
-                    if todo
-                    else None
+                fresh = feature_batches(
+                    module.backbone,
+                    Subset(items, todo) if len(todo) < len(dataset) else items,
+                    batch_size=self.batch_size or getattr(self.datamodule, "batch_size", 32),
+                    device=module.device,
+                    num_workers=self._extraction_workers(dataset),
+                    forward_context=trainer.precision_plugin.forward_context(),
                 )
+                # Rows reach the store batch by batch: beyond its budget they go to a file, so
+                # the split's features are never all in memory (thawkit.data.feature_store).
+                for chunk in in_dataset_order(ids, rows, todo, fresh if todo else iter(())):
+                    writer.add(chunk)
             finally:
                 module.train(was_training)
-        features = self._assemble(ids, rows, todo, new)
         labels = torch.as_tensor([y for _, y in dataset.samples], dtype=torch.long)
+        features = writer.finish(labels)
         elapsed = time.perf_counter() - start
         self.extract_time_s += elapsed
         self.num_reused += len(dataset) - len(todo)
         if todo:  # `extractions` lists the passes through the backbone
-            self.extractions.append({"split": split, "view": view, "n": len(todo), "s": elapsed})
+            self.extractions.append({
+                "split": split, "view": view, "n": len(todo), "s": elapsed,
+                "spilled": writer.path is not None,
+            })  # fmt: skip
         self._say_extracted(split, view, random, len(todo), len(dataset) - len(todo), elapsed)
+        if writer.path is not None:
+            self._say(
+                f"the features beyond callbacks.speed.feature_cache_mb="
+                f"{self.store.budget_bytes / 2**20:g} are read from a file in {writer.path.parent}"
+            )
         if self.disk is not None and todo:
-            save_rows(self.disk, disk_key, ids, features)
-        self.store.put(key, features, labels)
-        return features, labels
-
-    @staticmethod
-    def _assemble(
-        ids: list[str], rows: dict[str, torch.Tensor], todo: list[int], new: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Rows read back and rows extracted now, in the dataset's order."""
-        if not rows:
-            assert new is not None
-            return new
-        fresh = dict(zip(todo, new, strict=True)) if new is not None else {}
-        return torch.stack([fresh[i] if i in fresh else rows[name] for i, name in enumerate(ids)])
+            save_rows(self.disk, disk_key, ids, rows_tensor(features))
+        return features
 
     def _extraction_workers(self, dataset: Any) -> int:
         # Images already decoded in memory need no worker processes: starting one costs more

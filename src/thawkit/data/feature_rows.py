@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -40,7 +40,30 @@ class ViewItems(Dataset):
             return self.dataset[i]
 
 
-@torch.no_grad()
+@torch.no_grad()  # wraps each resumption of the generator: the caller's grad mode is its own
+def feature_batches(
+    backbone: nn.Module,
+    dataset: Any,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    num_workers: int = 0,
+    forward_context: Any = None,
+    progress: str | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Pooled features (B x D, float32, CPU) and labels of `dataset`, batch by batch, in order.
+
+    The caller puts the backbone in eval mode (and restores its mode afterwards). `progress`:
+    the description of a progress bar over the batches (None: no bar).
+    """
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    batches = track(loader, description=progress or "", disable=progress is None, transient=True)
+    # The forward context (autocast) is one-shot, so it stays entered across the yields; the
+    # consumers (`extract_features`, `FeatureCache`) only copy the float32 rows meanwhile.
+    with forward_context if forward_context is not None else nullcontext():
+        for x, y in batches:
+            yield backbone(x.to(device, non_blocking=True)).float().cpu(), torch.as_tensor(y)
+
+
 def extract_features(
     backbone: nn.Module,
     dataset: Any,
@@ -50,19 +73,48 @@ def extract_features(
     forward_context: Any = None,
     progress: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled features (N x D, float32, CPU) and labels of every item of `dataset`, in order.
-
-    The caller puts the backbone in eval mode (and restores its mode afterwards). `progress`:
-    the description of a progress bar over the batches (None: no bar).
-    """
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    batches = track(loader, description=progress or "", disable=progress is None, transient=True)
-    features, labels = [], []
-    with forward_context if forward_context is not None else nullcontext():
-        for x, y in batches:
-            features.append(backbone(x.to(device, non_blocking=True)).float().cpu())
-            labels.append(torch.as_tensor(y))
+    """Pooled features (N x D, float32, CPU) and labels of every item of `dataset`, in order
+    (`feature_batches`, gathered)."""
+    batches = feature_batches(
+        backbone, dataset, batch_size, device, num_workers, forward_context, progress
+    )
+    features, labels = zip(*batches, strict=True)
     return torch.cat(features), torch.cat(labels)
+
+
+def in_dataset_order(
+    ids: Sequence[str],
+    rows: dict[str, torch.Tensor],
+    todo: Sequence[int],
+    fresh: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    chunk: int = 256,
+) -> Iterator[torch.Tensor]:
+    """A split's feature rows in the dataset's order, in chunks: the `rows` read back (by file
+    identity `ids[i]`) where item i is not in `todo`, the next `fresh` batch's rows where it is.
+
+    Without rows read back, the fresh batches pass through as they are.
+    """
+    if not rows:
+        yield from (features for features, _ in fresh)
+        return
+    batches = iter(fresh)
+    pending: Iterator[torch.Tensor] = iter(())  # the fresh rows of the batch being placed
+    needed = set(todo)
+    held: list[torch.Tensor] = []
+    for i, name in enumerate(ids):
+        if i in needed:
+            row = next(pending, None)
+            if row is None:
+                pending = iter(next(batches)[0])
+                row = next(pending)
+        else:
+            row = rows[name]
+        held.append(row)
+        if len(held) == chunk:
+            yield torch.stack(held)
+            held = []
+    if held:
+        yield torch.stack(held)
 
 
 def load_rows(disk: DiskCache, key: str, ids: Sequence[str]) -> dict[str, torch.Tensor]:

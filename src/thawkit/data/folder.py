@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -267,15 +269,40 @@ def image_problem(path: str) -> str | None:
     return None
 
 
+def decode_workers() -> int:
+    """Threads that decode files at once: two per core this process may use, at most 8.
+
+    Threads, not processes: PIL releases the GIL inside its decoders and its resize, which take
+    76-80% of a decode (profiled on the shared photos, docs/benchmarks.md), so threads use the
+    cores without a process pool's start-up and its copying of every image back; two per core
+    also overlap the file reads with the decoding.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))  # the cores this process may use (containers)
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, 2 * cores))
+
+
+@contextmanager
+def ordered_map(workers: int) -> Iterator[Callable[..., Iterator[Any]]]:
+    """A `map` over a pool of `workers` threads (results in input order); `workers=1`: the
+    plain serial `map`, the path every parallel result must equal."""
+    if workers <= 1:
+        yield map
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        yield pool.map
+
+
 def find_bad_images(paths: Sequence[str], workers: int | None = None) -> dict[str, str]:
-    """Check every file once, in threads (PIL releases the GIL while decoding).
+    """Check every file once, in threads (`decode_workers`; 1 = serially).
 
     Returns:
         {path: problem} for the files that cannot be used, in the order of `paths`.
     """
-    workers = workers or min(8, (os.cpu_count() or 1) * 2)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        checked = pool.map(image_problem, paths)
+    with ordered_map(workers or decode_workers()) as parallel_map:
+        checked = parallel_map(image_problem, paths)
         # A progress bar only where a person watches and the scan takes noticeable time.
         show = len(paths) >= 2000 and sys.stderr.isatty()
         problems = list(

@@ -29,7 +29,6 @@ import os
 import struct
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
@@ -37,7 +36,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from thawkit.data.disk_cache import DiskCache, digest, file_identity
-from thawkit.data.folder import load_rgb
+from thawkit.data.folder import decode_workers, load_rgb, ordered_map
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,8 @@ class ImageCache:
         short_side: shorter side, in pixels, that every image is resized to.
         budget_mb: memory the cached pixels may take; images beyond it decode on the fly.
         interpolation: resize interpolation (the backbone's, e.g. `bilinear` or `bicubic`).
-        workers: decoding threads for `fill` (PIL releases the GIL while decoding).
+        workers: decoding threads for `fill`; None = `thawkit.data.folder.decode_workers`
+            (two per core), 1 = serially (the same pixels either way).
         disk: the persistent cache the resized pixels are also kept in (None = memory only).
     """
 
@@ -83,7 +83,7 @@ class ImageCache:
         self.short_side = short_side
         self.budget_bytes = int(budget_mb * 2**20)
         self.interpolation = interpolation
-        self.workers = workers or min(8, 2 * (os.cpu_count() or 1))
+        self.workers = workers or decode_workers()
         self.images: dict[str, np.ndarray] = {}  # path -> H x W x 3 uint8
         self.nbytes = 0
         self.num_spilled = 0
@@ -152,13 +152,14 @@ class ImageCache:
         todo = [p for p in dict.fromkeys(paths) if p not in self.images]
         # Decode in chunks so that decoding stops soon after the budget is reached.
         chunk = max(1, 4 * self.workers)
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+        with ordered_map(self.workers) as parallel_map:
             for i in range(0, len(todo), chunk):
                 if self.nbytes >= self.budget_bytes:
                     self.num_spilled += len(todo) - i
                     break
                 part = todo[i : i + chunk]
-                for path, (img, reused) in zip(part, pool.map(self._try_decode, part), strict=True):
+                decoded = parallel_map(self._try_decode, part)
+                for path, (img, reused) in zip(part, decoded, strict=True):
                     if img is None:  # unreadable: `load` raises the real error when it is used
                         continue
                     self.num_reused += reused

@@ -34,16 +34,16 @@ def _load(disk: DiskCache, key: str) -> dict[str, str | None]:
 
 
 def find_bad_images(
-    paths: Sequence[str], root: str, disk: DiskCache | None
+    paths: Sequence[str], root: str, disk: DiskCache | None, workers: int | None = None
 ) -> tuple[dict[str, str], int]:
-    """`folder.find_bad_images`, reusing the verdicts on unchanged files.
+    """`folder.find_bad_images` (in `workers` threads), reusing the verdicts on unchanged files.
 
     Returns:
         {path: problem} for the files that cannot be used (in the order of `paths`), and the
         number of files checked (decoded) now; the others were unchanged since an earlier scan.
     """
     if disk is None:
-        return folder.find_bad_images(paths), len(paths)
+        return folder.find_bad_images(paths, workers), len(paths)
     key = digest("scan", os.path.abspath(root), _CHECK_VERSION)
     known = _load(disk, key)
     ids = {}
@@ -54,7 +54,7 @@ def find_bad_images(
             ids[p] = None
     todo = [p for p in paths if ids[p] is None or ids[p] not in known]
     checked = set(todo)
-    found = folder.find_bad_images(todo) if todo else {}
+    found = folder.find_bad_images(todo, workers) if todo else {}
     rows = {ids[p]: known[ids[p]] for p in paths if ids[p] is not None and ids[p] in known}
     rows.update({ids[p]: found.get(p) for p in todo if ids[p] is not None})
     if todo:

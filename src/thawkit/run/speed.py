@@ -7,6 +7,7 @@ only where it won there:
 |-------------------|---------|------------------------------------------------------------------|
 | feature_cache     | on      | head-only epochs train the head on pooled features computed once |
 | feature_views     | 1       | augmented views cached per image when augmentation is on         |
+| feature_cache_mb  | 512     | features held in memory; beyond it they are read from a file     |
 | image_cache_mb    | 1024    | decode + resize every image once, keep uint8 pixels in memory    |
 | persistent_cache  | on      | scan verdicts, decoded images, features kept on disk across runs |
 | channels_last     | on      | NHWC memory format for the convolutions (oneDNN / cuDNN)         |
@@ -43,6 +44,8 @@ class SpeedOptions(L.Callback):
             0 = no feature caching while augmenting.
         feature_cache_dir: also keep features on disk here, reused by later runs whose cache
             key matches (same backbone, weights, transforms, files); None = memory only.
+        feature_cache_mb: memory budget of the cached features; a split beyond it is written
+            to a file in the run dir and read from there (`thawkit.data.feature_store`).
         image_cache_mb: memory budget of the decoded-image cache; 0 = decode every time.
         image_short_side: shorter side the cache stores; None = the evaluation resize
             (`thawkit.data.transforms.eval_resize`).
@@ -60,6 +63,7 @@ class SpeedOptions(L.Callback):
         feature_cache: bool = SpeedSchema.feature_cache,
         feature_views: int = SpeedSchema.feature_views,
         feature_cache_dir: str | None = SpeedSchema.feature_cache_dir,
+        feature_cache_mb: float = SpeedSchema.feature_cache_mb,
         image_cache_mb: float = SpeedSchema.image_cache_mb,
         image_short_side: int | None = SpeedSchema.image_short_side,
         persistent_cache: bool = SpeedSchema.persistent_cache,
@@ -74,12 +78,17 @@ class SpeedOptions(L.Callback):
             SpeedSchema,
             "callbacks.speed",
             feature_views=feature_views,
+            feature_cache_mb=feature_cache_mb,
             image_cache_mb=image_cache_mb,
             image_short_side=image_short_side,
             persistent_cache_mb=persistent_cache_mb,
             threads=threads,
         )
-        self.features = FeatureCache(feature_views, feature_cache_dir) if feature_cache else None
+        self.features = (
+            FeatureCache(feature_views, feature_cache_dir, budget_mb=feature_cache_mb)
+            if feature_cache
+            else None
+        )
         self.image_cache_mb = image_cache_mb
         self.image_short_side = image_short_side
         self.persistent_cache = persistent_cache

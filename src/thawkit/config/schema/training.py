@@ -110,6 +110,9 @@ class SpeedSchema:
     feature_cache: bool = True
     feature_views: int = spec(1, at_least(0))
     feature_cache_dir: str | None = None
+    # Cached features held in memory; a split beyond it is written to a file in the run dir and
+    # read from there (thawkit.data.feature_store): same training, bounded memory.
+    feature_cache_mb: float = spec(512.0, at_least(0, " (0 = every split from a file)"))
     # Decoded images held as uint8 in memory, resized once; beyond it they decode on the fly.
     image_cache_mb: float = spec(1024.0, at_least(0, " (0 = off)"))
     image_short_side: int | None = spec(None, at_least(1))
