@@ -8,7 +8,7 @@ logs (losses, accuracy, macro F1, `lr/<group>`, `trainable_params`):
 | Text            | `model/layer_groups`           | start: every group, params, trains|
 | Images, Text    | `data/class_counts`            | start: images per class and split |
 | Images          | `data/train_samples`           | first batch: augmented and mixed  |
-| Images          | `val/confusion_matrix`         | every validation epoch            |
+| Images          | `val/confusion_matrix`         | validation epochs where it changed|
 | Scalars         | `val/recall/<class>`           | every validation epoch            |
 | Text, Scalars   | `events/unfreeze`, `unfreeze/trainable_groups` | at every unfreeze |
 | HParams, Text   | `best/*`, `final/*`, `diagnosis` | end of fit                      |
@@ -20,6 +20,7 @@ import logging
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
@@ -144,6 +145,7 @@ class RunViews(L.Callback):
         # The confusion figure, laid out once and redrawn for every epoch's matrix (a fifth of
         # the cost of building it anew: thawkit.reporting.plots.ConfusionView).
         self._confusion_view: ConfusionView | None = None
+        self._confusion_drawn: torch.Tensor | None = None  # the matrix of the last figure drawn
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -242,11 +244,18 @@ class RunViews(L.Callback):
             tb = self.tensorboard(trainer)
             if tb is None:
                 return
+            # Drawn when the matrix changed since the last one drawn: an unchanged matrix (common
+            # in head-only epochs near convergence) would be the same figure again, and its
+            # drawing and PNG were most of a head-only epoch's fixed cost (docs/architecture.md,
+            # "Epochs on cached features"); summary.json keeps every epoch's matrix.
+            if self._confusion_drawn is not None and torch.equal(confusion, self._confusion_drawn):
+                return
             if self._confusion_view is None or self._confusion_view.class_names != names:
                 self._confusion_view = ConfusionView(names)
             title = f"Validation, epoch {trainer.current_epoch}"
             image = self._confusion_view.render(confusion, title)
             tb.experiment.add_image("val/confusion_matrix", image, step, dataformats="HWC")
+            self._confusion_drawn = confusion.clone()
 
     # ------------------------------------------------------------------ end
     @rank_zero_only
