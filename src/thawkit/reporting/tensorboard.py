@@ -247,7 +247,7 @@ class RunViews(L.Callback):
             # Drawn when the matrix changed since the last one drawn: an unchanged matrix (common
             # in head-only epochs near convergence) would be the same figure again, and its
             # drawing and PNG were most of a head-only epoch's fixed cost (docs/architecture.md,
-            # "Epochs on cached features"); summary.json keeps every epoch's matrix.
+            # "Epochs on cached features"); the per-class recall stays a scalar of every epoch.
             if self._confusion_drawn is not None and torch.equal(confusion, self._confusion_drawn):
                 return
             if self._confusion_view is None or self._confusion_view.class_names != names:
