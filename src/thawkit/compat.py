@@ -1,7 +1,8 @@
 """Every use of Lightning's (and torchmetrics') private API, in one place.
 
 thawkit needs a few things Lightning does not expose publicly: the training loop's progress
-counters and logged running means (exact mid-epoch resume), the data fetcher it keeps across a
+counters and logged running means (exact mid-epoch resume), whether a step's values reach the
+loggers, the data fetcher it keeps across a
 resume, a checkpoint callback's last saved step, `WeightAveraging`'s averaged model, and the type
 of its script launcher. Each function below wraps one of them and says why it is needed, so a
 Lightning upgrade that moves one breaks here, with a clear name, instead of deep in a callback.
@@ -67,6 +68,18 @@ def restart_training_fetcher(trainer: L.Trainer, epoch: int) -> None:
     for dataloader in loader.flattened:
         _set_sampler_epoch(dataloader, epoch)
     iter(fetcher)
+
+
+def logs_this_step(trainer: L.Trainer) -> bool:
+    """Whether Lightning hands this training step's `on_step` values to the loggers.
+
+    Wraps `trainer._logger_connector.should_update_logs` (every `trainer.log_every_n_steps`
+    steps, and when the run stops; every step under `fast_dev_run`), the check that Lightning's
+    own `LearningRateMonitor` makes in `on_train_batch_start`: a value logged `on_step` at any
+    other step reaches no logger, so FineTuneModule logs its per-group LRs only at these steps
+    (docs/architecture.md, "Epochs on cached features").
+    """
+    return bool(trainer._logger_connector.should_update_logs or trainer.fast_dev_run)
 
 
 def epoch_running_means(trainer: L.Trainer) -> dict[str, Any]:

@@ -70,7 +70,16 @@ def seeded(seed: int) -> Iterator[None]:
 
 def seed_step(seed: int) -> None:
     """Seed every global RNG (torch CPU and CUDA, numpy, random) for one training step."""
-    torch.manual_seed(seed)
+    # torch.manual_seed would also queue a seed for every accelerator not started yet (CUDA,
+    # XPU, MTIA), recording a stack trace for each: ~0.1 ms a step, most of a head-only step's
+    # seeding (docs/architecture.md, "Epochs on cached features"). A device that is not started
+    # draws no numbers in the step; the ones thawkit trains on (CUDA, MPS) are seeded when in use,
+    # as torch.manual_seed seeds them.
+    torch.default_generator.manual_seed(seed)
+    if torch.cuda.is_initialized():
+        torch.cuda.manual_seed_all(seed)
+    if torch.backends.mps.is_available():
+        torch.mps.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
 

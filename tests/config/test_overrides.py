@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import thawkit.config.overrides as overrides_mod
 from thawkit.config.overrides import check_command_line
 from train_cli import TINY, run_train
 
@@ -67,3 +68,20 @@ def test_removing_a_schema_key_says_to_set_it_to_null(capsys) -> None:
 
 def test_null_turns_a_callback_off() -> None:
     check_command_line("train", ["callbacks.views=null", "callbacks.early_stopping=null"])
+
+
+def test_keys_of_the_schema_need_no_composition(monkeypatch) -> None:
+    calls: list[list[str]] = []
+
+    def compose(config_name: str, overrides: list[str]) -> None:
+        calls.append(list(overrides))
+
+    monkeypatch.setattr(overrides_mod, "compose", compose)
+    check_command_line(
+        "train", ["strategy=gradual", "model.lr=0.01", "callbacks.views.samples=0", "seed=1"]
+    )
+    assert calls == []  # every key is a field of TrainSchema: nothing to compose
+    # Below a node the schema types `Any` (Lightning's ModelCheckpoint) only the composed
+    # config knows the keys.
+    check_command_line("train", ["callbacks.model_checkpoint.monitor=val/loss"])
+    assert calls == [["callbacks.model_checkpoint.monitor=val/loss"]]

@@ -6,9 +6,13 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -16,8 +20,14 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from conftest import TINY_BACKBONE, make_image_folder, tiny_cfg
 from thawkit.finetune.module import FineTuneModule
 from thawkit.reporting.diagnosis import VERDICTS, assess, diagnose
-from thawkit.reporting.plots import target_title, write_run_plots
-from thawkit.reporting.tensorboard import layer_group_rows, layer_group_table
+from thawkit.reporting.plots import (
+    ConfusionView,
+    confusion_figure,
+    figure_to_array,
+    target_title,
+    write_run_plots,
+)
+from thawkit.reporting.tensorboard import RunViews, layer_group_rows, layer_group_table
 from thawkit.run.train import train
 
 CLASSES = ["class_0", "class_1", "class_2"]
@@ -94,9 +104,15 @@ def test_unfreeze_event(run) -> None:
 
 
 def test_figures_in_tensorboard(run) -> None:
-    _, _, events = run
+    run_dir, summary, events = run
     confusion = events.Images("val/confusion_matrix")
-    assert len(confusion) == 2 and confusion[0].step < confusion[1].step
+    # Drawn at the first validation epoch and at every later one whose matrix changed.
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    [state] = [v for k, v in ckpt["callbacks"].items() if k.startswith("RunSummary")]
+    matrices = [state["confusion"][e] for e in sorted(state["confusion"])]
+    changed = [i for i, m in enumerate(matrices) if i == 0 or m != matrices[i - 1]]
+    epoch_steps = [e.step for e in events.Scalars(f"val/recall/{CLASSES[0]}")]  # one an epoch
+    assert [e.step for e in confusion] == [epoch_steps[i] for i in changed]
     for tag, count in (("data/train_samples", 1), ("data/class_counts", 1)):
         assert len(events.Images(tag)) == count, tag
     for tag in ("val/confusion_matrix", "data/train_samples", "data/class_counts"):
@@ -227,3 +243,57 @@ def test_diagnosis_stopped_too_late() -> None:
 
 def test_diagnosis_without_validation() -> None:
     assert assess([{"epoch": 0, "train/acc": 0.5}]).verdict == "no verdict"
+
+
+# ----------------------------------------------------------------------------- confusion figure
+def _views_at_epoch(views, logger, matrix: torch.Tensor, epoch: int) -> None:
+    trainer = SimpleNamespace(
+        sanity_checking=False,
+        state=SimpleNamespace(fn=TrainerFn.FITTING),
+        global_step=10 * (epoch + 1),
+        current_epoch=epoch,
+        loggers=[logger],
+    )
+    module = SimpleNamespace(
+        confusion={"val": matrix}, hparams=SimpleNamespace(class_names=["a", "b"])
+    )
+    views.on_validation_end(trainer, module)
+
+
+def test_confusion_figure_drawn_when_the_matrix_changed(tmp_path: Path) -> None:
+    logger = TensorBoardLogger(str(tmp_path), name="tb", version=0)
+    views = RunViews(samples=0)
+    a, b = torch.tensor([[5, 1], [2, 4]]), torch.tensor([[6, 0], [2, 4]])
+    for epoch, matrix in enumerate([a, a.clone(), b, b, a]):
+        _views_at_epoch(views, logger, matrix, epoch)
+    logger.experiment.flush()
+    events = EventAccumulator(str(tmp_path / "tb" / "version_0"), {"images": 0, "scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Images("val/confusion_matrix")] == [10, 30, 50]
+    # The per-class recall stays a scalar of every epoch.
+    assert [e.step for e in events.Scalars("val/recall/a")] == [10, 20, 30, 40, 50]
+
+
+def test_confusion_view_draws_what_confusion_figure_draws() -> None:
+    names = ["ants", "bees", "wasps"]
+    view = ConfusionView(names)
+    first = torch.tensor([[30, 3, 0], [5, 40, 1], [0, 0, 7]])
+    view.render(first, "Validation, epoch 0")
+    layout = confusion_figure(first, names, "Validation, epoch 0")
+    layout.canvas.draw()  # laid out once by the constrained layout, as the view does
+    positions = [ax.get_position() for ax in layout.axes]
+    for epoch, matrix in enumerate(
+        [[[33, 0, 0], [0, 41, 5], [2, 2, 3]], [[0, 0, 33], [0, 46, 0], [7, 0, 0]]]
+    ):
+        drawn = view.render(torch.tensor(matrix), f"Validation, epoch {epoch + 1}")
+        fig = confusion_figure(matrix, names, f"Validation, epoch {epoch + 1}")
+        fig.set_layout_engine("none")
+        for ax, position in zip(fig.axes, positions, strict=True):
+            ax.set_position(position)
+        full = figure_to_array(fig)
+        assert drawn.shape == full.shape
+        diff = np.abs(drawn.astype(int) - full.astype(int)).max(axis=-1)
+        # The same figure: only anti-aliased pixels of the frame differ, and only slightly.
+        assert (diff > 0).mean() < 0.01 and diff.max() < 40
+    with pytest.raises(ValueError, match="3 classes"):
+        view.render(torch.zeros(2, 2), "wrong size")

@@ -17,7 +17,6 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-import timm
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -33,6 +32,7 @@ from thawkit.config.schema import (
 )
 from thawkit.config.schema.weight_space import alphas_problem
 from thawkit.models.backbone import TORCHVISION_BACKBONES, layer_group_names
+from thawkit.models.timm_import import timm
 
 # Top-level keys of a training config: the fields of its schema, and Hydra's own node.
 TOP_LEVEL = {f.name for f in dataclasses.fields(TrainSchema)} | {"hydra"}

@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from thawkit.compat import logs_this_step
 from thawkit.config.schema import ModelSchema, check_args
 from thawkit.data.targets import DomainBatch
 from thawkit.finetune.checkpoint_meta import CHECKPOINT_KEY, data_meta, drop_prefixed
@@ -104,6 +105,8 @@ class FineTuneModule(L.LightningModule):
         self.trainable_since: dict[str, int | None] = {g.name: None for g in self.backbone.groups}
         self.trainable_since[HEAD] = 0
         self.lr_scale = 1.0
+        self._step_lrs: dict[str, float] = {}  # a step's LRs not logged yet (on_train_batch_start)
+        self._metrics_logged: set[str] = set()  # stages whose metrics this epoch logged (_step)
         self._eval_mode_filter = FrozenNormsWarningFilter()
         self.train_metrics = stage_metrics(num_classes, "train/")
         self.val_metrics = stage_metrics(num_classes, "val/")
@@ -274,10 +277,16 @@ class FineTuneModule(L.LightningModule):
             f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
             batch_size=len(x), sync_dist=True, add_dataloader_idx=False,
         )  # fmt: skip
-        self.log_dict(
-            metrics[stage], on_step=False, on_epoch=True, prog_bar=stage != "train",
-            add_dataloader_idx=False,
-        )  # fmt: skip
+        if stage not in self._metrics_logged:
+            # Lightning computes a logged torchmetrics object at the epoch's end from the
+            # object's own state, which `update` above fills every step: handing it over once
+            # an epoch logs the same values as every step, without Lightning's per-call
+            # bookkeeping (~1 ms a step: docs/architecture.md, "Epochs on cached features").
+            self._metrics_logged.add(stage)
+            self.log_dict(
+                metrics[stage], on_step=False, on_epoch=True, prog_bar=stage != "train",
+                add_dataloader_idx=False,
+            )  # fmt: skip
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -303,9 +312,30 @@ class FineTuneModule(L.LightningModule):
         self._step(batch, "test")
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self.log_dict(self.group_lrs(prefix="lr/"), on_step=True, on_epoch=False)
+        # Step values reach the loggers only every trainer.log_every_n_steps steps: the LRs the
+        # step trains with are logged at those steps alone (thawkit.compat.logs_this_step),
+        # which writes the same lr/<group> scalars as logging them every step, at a fraction of
+        # the cost (docs/architecture.md, "Epochs on cached features").
+        self._step_lrs = self.group_lrs(prefix="lr/")
+        if logs_this_step(self.trainer):
+            self.log_dict(self._step_lrs, on_step=True, on_epoch=False)
+            self._step_lrs = {}
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # A callback that stops the run during a step (max_time) makes Lightning log that step
+        # too: its LRs, read before the scheduler stepped, join it.
+        if self._step_lrs and logs_this_step(self.trainer):
+            self.log_dict(self._step_lrs, on_step=True, on_epoch=False)
+        self._step_lrs = {}
+
+    def on_validation_epoch_start(self) -> None:
+        self._metrics_logged.discard("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._metrics_logged.discard("test")
 
     def on_train_epoch_start(self) -> None:
+        self._metrics_logged.discard("train")
         n = float(self.count_params(trainable=True))
         self.log("trainable_params", n, on_step=False, on_epoch=True, sync_dist=True)
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-import timm
 import torch
 import torchvision
 from torch import nn
 
+from thawkit.models.timm_import import timm
 from thawkit.models.torchvision_families import TORCHVISION_BACKBONES
 from thawkit.models.weights import load_weights
 

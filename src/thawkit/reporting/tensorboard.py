@@ -8,7 +8,7 @@ logs (losses, accuracy, macro F1, `lr/<group>`, `trainable_params`):
 | Text            | `model/layer_groups`           | start: every group, params, trains|
 | Images, Text    | `data/class_counts`            | start: images per class and split |
 | Images          | `data/train_samples`           | first batch: augmented and mixed  |
-| Images          | `val/confusion_matrix`         | every validation epoch            |
+| Images          | `val/confusion_matrix`         | validation epochs where it changed|
 | Scalars         | `val/recall/<class>`           | every validation epoch            |
 | Text, Scalars   | `events/unfreeze`, `unfreeze/trainable_groups` | at every unfreeze |
 | HParams, Text   | `best/*`, `final/*`, `diagnosis` | end of fit                      |
@@ -20,6 +20,7 @@ import logging
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
@@ -31,8 +32,8 @@ from thawkit.finetune.unfreeze import UnfreezeSchedule
 from thawkit.models import batchnorm
 from thawkit.models.head import HEAD
 from thawkit.reporting.plots import (
+    ConfusionView,
     class_counts_figure,
-    confusion_figure,
     denormalize,
     figure_to_array,
     image_grid_figure,
@@ -141,10 +142,10 @@ class RunViews(L.Callback):
         self.max_classes_recall = max_classes_recall
         self.logged_events = 0
         self._samples_done = False
-        # Axes positions of the first confusion figure: later epochs' figures (same classes,
-        # same size) reuse them instead of running matplotlib's constrained layout again, a
-        # third of the figure's cost (0.12 of 0.35 s measured on a loaded 2-core machine).
-        self._confusion_layout: list[Any] | None = None
+        # The confusion figure, laid out once and redrawn for every epoch's matrix (a fifth of
+        # the cost of building it anew: thawkit.reporting.plots.ConfusionView).
+        self._confusion_view: ConfusionView | None = None
+        self._confusion_drawn: torch.Tensor | None = None  # the matrix of the last figure drawn
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -240,15 +241,21 @@ class RunViews(L.Callback):
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=step)
         if trainer.current_epoch % self.confusion_every_n_epochs == 0:
+            tb = self.tensorboard(trainer)
+            if tb is None:
+                return
+            # Drawn when the matrix changed since the last one drawn: an unchanged matrix (common
+            # in head-only epochs near convergence) would be the same figure again, and its
+            # drawing and PNG were most of a head-only epoch's fixed cost (docs/architecture.md,
+            # "Epochs on cached features"); the per-class recall stays a scalar of every epoch.
+            if self._confusion_drawn is not None and torch.equal(confusion, self._confusion_drawn):
+                return
+            if self._confusion_view is None or self._confusion_view.class_names != names:
+                self._confusion_view = ConfusionView(names)
             title = f"Validation, epoch {trainer.current_epoch}"
-            fig = confusion_figure(confusion, names, title)
-            if self._confusion_layout is not None and len(fig.axes) == len(self._confusion_layout):
-                fig.set_layout_engine("none")
-                for ax, position in zip(fig.axes, self._confusion_layout, strict=True):
-                    ax.set_position(position)
-            self._image(trainer, "val/confusion_matrix", fig, step)
-            if self._confusion_layout is None:  # drawn once with the layout engine: keep it
-                self._confusion_layout = [ax.get_position() for ax in fig.axes]
+            image = self._confusion_view.render(confusion, title)
+            tb.experiment.add_image("val/confusion_matrix", image, step, dataformats="HWC")
+            self._confusion_drawn = confusion.clone()
 
     # ------------------------------------------------------------------ end
     @rank_zero_only
