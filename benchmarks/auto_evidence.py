@@ -8,9 +8,9 @@ For each dataset, `python train.py -m experiment=compare_strategies` runs every 
 and `auto` for the same `trainer.max_epochs` (given on the command line, so auto plans within
 it), the same seeds and image size. Per dataset it prints auto's pick(s), the best fixed
 strategy, the default (`strategy=full`, train.yaml's), their best val accuracy (mean and spread
-over seeds, the checkpoint each run keeps), and whether auto is within `--tolerance` of the best
-fixed strategy and not below the default. The table goes into docs/strategies.md between
-`<!-- auto-evidence:start -->` and `<!-- auto-evidence:end -->`.
+over seeds, of the run's model: the best checkpoint, or WiSE-FT's mix), and whether auto is
+within `--tolerance` of the best fixed strategy and not below the default. The table goes into
+docs/strategies.md between `<!-- auto-evidence:start -->` and `<!-- auto-evidence:end -->`.
 
 `--max-train`/`--max-val` subsample each split (an even share per class, fixed seed) into
 symlink folders, for small runs on small machines. Runs already present under `--out` are
@@ -84,6 +84,9 @@ def read_runs(folder: Path) -> list[dict]:
         if s.get("status", "finished") not in ("finished", "completed") and not s.get("best"):
             continue
         acc = (s.get("best") or {}).get("val/acc")
+        # With WiSE-FT (wiseft=true, or auto's choice) the run's model is the chosen mix: its
+        # val accuracy, chosen on val as the best checkpoint's epoch is.
+        acc = (s.get("wiseft") or {}).get("val/acc", acc)
         if acc is None:
             continue
         auto = s.get("auto") or {}
@@ -91,6 +94,7 @@ def read_runs(folder: Path) -> list[dict]:
             "strategy": s["strategy"], "seed": s.get("seed"), "acc": float(acc),
             "chosen": auto.get("chosen"), "race": auto.get("race"),
             "epochs": (auto.get("schedule") or {}).get("epochs") or len(s.get("history") or []),
+            "wiseft": (s.get("wiseft") or {}).get("chosen"),
             "train_time_s": s.get("train_time_s"), "dir": str(path.parent),
         })  # fmt: skip
     return rows
@@ -159,7 +163,11 @@ def evidence(name: str, rows: list[dict], tolerance: float) -> tuple[list[str], 
     best = max(fixed, key=lambda k: stats(fixed[k])[0])
     auto, best_m = stats(by["auto"])[0], stats(fixed[best])[0]
     default = by.get(DEFAULT_STRATEGY)
-    picks = [r["chosen"] for r in sorted(rows, key=lambda r: r["seed"]) if r["strategy"] == "auto"]
+    picks = [
+        r["chosen"] + ("" if r.get("wiseft") is None else f" (WiSE-FT a={r['wiseft']:g})")
+        for r in sorted(rows, key=lambda r: r["seed"])
+        if r["strategy"] == "auto"
+    ]
     ok_best = auto >= best_m - tolerance
     ok_default = default is None or auto >= stats(default)[0] - 1e-9
     row = (
