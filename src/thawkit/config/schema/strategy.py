@@ -70,4 +70,4 @@ class AutoSchema:
     # Epochs of every race training (each schedule fitted into them).
     race_epochs: int = spec(3, at_least(1))
     # When auto turns WiSE-FT on (wiseft=true): one of WISEFT_WHEN (thawkit.finetune.auto.policy).
-    wiseft: str = spec("off", one_of(WISEFT_WHEN))
+    wiseft: str = spec("backbone", one_of(WISEFT_WHEN))
