@@ -14,6 +14,9 @@ domain: near >= `near` > moderate >= `far` > far):
 Huge data (>= `huge_per_class`) with a very far domain (< `very_far`) trains from scratch;
 `model.weights=none` (nothing pretrained) always does. "reg." = stronger regularisation
 (weight decay 0.05, label smoothing 0.1): few images, more trainable layers.
+
+For the final pick (the race may change the table's), `AutoStrategy.weight_space` turns WiSE-FT
+on or not (`strategy.wiseft`; the evidence behind the default: docs/strategies.md).
 """
 
 from __future__ import annotations
