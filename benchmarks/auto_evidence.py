@@ -8,13 +8,20 @@ For each dataset, `python train.py -m experiment=compare_strategies` runs every 
 and `auto` for the same `trainer.max_epochs` (given on the command line, so auto plans within
 it), the same seeds and image size. Per dataset it prints auto's pick(s), the best fixed
 strategy, the default (`strategy=full`, train.yaml's), their best val accuracy (mean and spread
-over seeds, the checkpoint each run keeps), and whether auto is within `--tolerance` of the best
-fixed strategy and not below the default. The table goes into docs/strategies.md between
-`<!-- auto-evidence:start -->` and `<!-- auto-evidence:end -->`.
+over seeds, of the run's model: the best checkpoint, or WiSE-FT's mix), and whether auto is
+within `--tolerance` of the best fixed strategy and not below the default. The table goes into
+docs/strategies.md between `<!-- auto-evidence:start -->` and `<!-- auto-evidence:end -->`.
 
 `--max-train`/`--max-val` subsample each split (an even share per class, fixed seed) into
 symlink folders, for small runs on small machines. Runs already present under `--out` are
 reused (a second call adds only the missing strategies or seeds).
+
+`--own-epochs` adds auto at its own epochs: auto runs without `trainer.max_epochs` (it picks
+them, as `python train.py strategy=auto` does), and the comparison stays at equal epochs: the
+fixed strategies of `--own-epochs-strategies` (`best` = the best fixed strategy at `--epochs` on
+that set) run for the epochs auto picked (the largest over seeds), early stopping off for all as
+in compare_strategies. Those runs land in the `<set>-<E>ep` folder, where a later `--epochs E`
+call finds and reuses them.
 """
 
 from __future__ import annotations
@@ -77,23 +84,32 @@ def read_runs(folder: Path) -> list[dict]:
         if s.get("status", "finished") not in ("finished", "completed") and not s.get("best"):
             continue
         acc = (s.get("best") or {}).get("val/acc")
+        # With WiSE-FT (wiseft=true, or auto's choice) the run's model is the chosen mix: its
+        # val accuracy, chosen on val as the best checkpoint's epoch is.
+        acc = (s.get("wiseft") or {}).get("val/acc", acc)
         if acc is None:
             continue
         auto = s.get("auto") or {}
         rows.append({
             "strategy": s["strategy"], "seed": s.get("seed"), "acc": float(acc),
             "chosen": auto.get("chosen"), "race": auto.get("race"),
+            "epochs": (auto.get("schedule") or {}).get("epochs") or len(s.get("history") or []),
+            "wiseft": (s.get("wiseft") or {}).get("chosen"),
             "train_time_s": s.get("train_time_s"), "dir": str(path.parent),
         })  # fmt: skip
     return rows
 
 
-def run_sweep(data: Path, out: Path, strategies: list[str], args: argparse.Namespace) -> None:
+def run_sweep(
+    data: Path, out: Path, strategies: list[str], args: argparse.Namespace, epochs: int | None
+) -> None:
+    """One compare_strategies sweep; `epochs=None` leaves `trainer.max_epochs` to auto."""
     seeds = ",".join(str(s) for s in args.seeds)
     cmd = [
         sys.executable, str(ROOT / "train.py"), "-m", "experiment=compare_strategies",
         f"strategy={','.join(strategies)}", f"seed={seeds}", f"data.root={data}",
-        f"data.image_size={args.size}", f"trainer.max_epochs={args.epochs}",
+        f"data.image_size={args.size}",
+        *([f"trainer.max_epochs={epochs}"] if epochs is not None else []),
         f"hydra.sweep.dir={out}", "callbacks.progress_bar=null",
         "+trainer.enable_progress_bar=false", *args.overrides,
     ]  # fmt: skip
@@ -116,6 +132,27 @@ def fmt(accs: list[float]) -> str:
     return f"{m:.3f} ± {s:.3f}"
 
 
+def best_fixed(rows: list[dict]) -> str | None:
+    """The fixed strategy with the highest mean best val accuracy among `rows`."""
+    by: dict[str, list[float]] = {}
+    for r in rows:
+        if r["strategy"] != "auto":
+            by.setdefault(r["strategy"], []).append(r["acc"])
+    return max(by, key=lambda k: stats(by[k])[0]) if by else None
+
+
+def ensure(
+    data: Path, folder: Path, strategies: list[str], args: argparse.Namespace, epochs: int | None
+) -> list[dict]:
+    """The runs of `strategies` x `args.seeds` in `folder`, running the missing ones first."""
+    done = {(r["strategy"], r["seed"]) for r in read_runs(folder)} if folder.is_dir() else set()
+    todo = [s for s in strategies if any((s, k) not in done for k in args.seeds)]
+    if todo and not args.report_only:
+        print(f"{folder.name}: running {todo} x seeds {args.seeds}", flush=True)
+        run_sweep(data, folder / time.strftime("%H-%M-%S"), todo, args, epochs)
+    return [r for r in read_runs(folder) if r["seed"] in args.seeds] if folder.is_dir() else []
+
+
 def evidence(name: str, rows: list[dict], tolerance: float) -> tuple[list[str], dict]:
     by: dict[str, list[float]] = {}
     for r in rows:
@@ -126,8 +163,12 @@ def evidence(name: str, rows: list[dict], tolerance: float) -> tuple[list[str], 
     best = max(fixed, key=lambda k: stats(fixed[k])[0])
     auto, best_m = stats(by["auto"])[0], stats(fixed[best])[0]
     default = by.get(DEFAULT_STRATEGY)
-    picks = [r["chosen"] for r in sorted(rows, key=lambda r: r["seed"]) if r["strategy"] == "auto"]
-    ok_best = auto >= best_m - tolerance
+    picks = [
+        r["chosen"] + ("" if r.get("wiseft") is None else f" (WiSE-FT a={r['wiseft']:g})")
+        for r in sorted(rows, key=lambda r: r["seed"])
+        if r["strategy"] == "auto"
+    ]
+    ok_best = auto >= best_m - tolerance - 1e-6  # float32 accuracies: exactly 1 point is within
     ok_default = default is None or auto >= stats(default)[0] - 1e-9
     row = (
         f"| {name} | {', '.join(picks)} | {fmt(by['auto'])} | {best} {fmt(fixed[best])} | "
@@ -136,6 +177,26 @@ def evidence(name: str, rows: list[dict], tolerance: float) -> tuple[list[str], 
     )
     per = {k: fmt(v) for k, v in sorted(by.items())}
     return [row], {"set": name, "per_strategy": per, "picks": picks}
+
+
+def own_epochs(
+    name: str, data: Path, out: Path, tag: str, rows: list[dict], args: argparse.Namespace
+) -> str:
+    """auto without `trainer.max_epochs`, and the fixed strategies at the epochs it picked:
+    one table row (the `evidence` comparison at equal epochs, with auto's epochs)."""
+    autos = ensure(data, out / f"{tag}-autoep", ["auto"], args, None)
+    autos = [r for r in autos if r["strategy"] == "auto"]
+    if not autos:
+        return f"| {name} | | (auto at its own epochs: no finished run) | | | | | |"
+    epochs = max(r["epochs"] for r in autos)
+    best = best_fixed(rows)
+    fixed = list(dict.fromkeys(best if s == "best" else s for s in args.own_epochs_strategies))
+    fixed = [s for s in fixed if s]
+    same = ensure(data, out / f"{tag}-{epochs}ep", fixed, args, epochs)
+    same = [r for r in same if r["strategy"] in fixed]
+    row, _ = evidence(name, autos + same, args.tolerance)
+    chosen = sorted({r["epochs"] for r in autos})
+    return row[0].replace(f"| {name} |", f"| {name} | {', '.join(map(str, chosen))} |", 1)
 
 
 def write_doc(path: Path, text: str) -> None:
@@ -159,6 +220,13 @@ def main() -> None:
     p.add_argument("--max-val", type=int, default=0, help="val images per set (0 = all)")
     p.add_argument("--data-dir", default=str(SHARED), help="folder of the shared datasets")
     p.add_argument("--tolerance", type=float, default=0.01)
+    p.add_argument(
+        "--own-epochs", action="store_true", help="also auto at its own epochs (module docstring)"
+    )
+    p.add_argument(
+        "--own-epochs-strategies", nargs="+", default=["full", "best"],
+        help="fixed strategies run at auto's epochs; best = the best at --epochs",
+    )  # fmt: skip
     p.add_argument("--out", default=str(ROOT / "multirun" / "auto_evidence"))
     p.add_argument("--doc", default=str(ROOT / "docs" / "strategies.md"))
     p.add_argument("--no-doc", action="store_true", help="print the table only")
@@ -174,7 +242,7 @@ def main() -> None:
         "points | within 1 point / not below default |",
         "|---|---|---:|---:|---:|---:|---|",
     ]
-    details = []
+    details, own_rows = [], []
     for name in args.sets:
         tag = f"{name}-{args.size}px-{args.max_train or 'all'}x{args.max_val or 'all'}"
         data = source_root(name, Path(args.data_dir))
@@ -182,18 +250,14 @@ def main() -> None:
             data = subsample(
                 data, out / "data" / tag, {"train": args.max_train, "val": args.max_val}
             )
-        folder = out / f"{tag}-{args.epochs}ep"
-        done = {(r["strategy"], r["seed"]) for r in read_runs(folder)} if folder.is_dir() else set()
-        todo = [s for s in args.strategies if any((s, k) not in done for k in args.seeds)]
-        if todo and not args.report_only:
-            print(f"{name}: running {todo} x seeds {args.seeds}", flush=True)
-            run_sweep(data, folder / time.strftime("%H-%M-%S"), todo, args)
-        rows = [r for r in read_runs(folder) if r["seed"] in args.seeds] if folder.is_dir() else []
+        rows = ensure(data, out / f"{tag}-{args.epochs}ep", args.strategies, args, args.epochs)
         row, detail = evidence(name, rows, args.tolerance)
         lines += row
         if detail:
             details.append(detail)
             print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in detail["per_strategy"].items()))
+        if args.own_epochs:
+            own_rows.append(own_epochs(name, data, out, tag, rows, args))
     load_after = os.getloadavg()
     head = (
         f"Run {started}: `python benchmarks/auto_evidence.py {' '.join(sys.argv[1:])}`; "
@@ -217,7 +281,20 @@ def main() -> None:
             + " | ".join(d["per_strategy"].get(k, "-") for k in strategies)
             + " |"
         )
-    text = "\n".join([head, "", *lines, *per])
+    own = []
+    if args.own_epochs:
+        own = [
+            "",
+            "auto at its own epochs (no `trainer.max_epochs` given), against fixed strategies "
+            "run for the same epochs (`best`: the best fixed strategy at "
+            f"{args.epochs} epochs on that set):",
+            "",
+            "| set | auto's epochs | auto's picks (by seed) | auto | best fixed | default (full) "
+            "| auto - best, points | within 1 point / not below default |",
+            "|---|---:|---|---:|---:|---:|---:|---|",
+            *own_rows,
+        ]
+    text = "\n".join([head, "", *lines, *per, *own])
     print("\n" + text)
     if not args.no_doc:
         write_doc(Path(args.doc), text)

@@ -270,7 +270,9 @@ def test_auto_run_records_its_choice_and_keeps_explicit_values(
     )
     assert record["signals"]["images_per_class"] == 12 and record["signals"]["probe_images"] == 24
     expected = AutoStrategy().decide(Signals(**record["signals"]), NUM_GROUPS)
+    AutoStrategy().weight_space(expected)  # after the table (and race): the WiSE-FT line
     assert record["chosen"] == expected.chosen and record["reasons"] == expected.reasons
+    assert record["wiseft"]["on"] is False and "trains no backbone layer" in record["reasons"][-1]
     # The command line's epochs win; auto's LR is applied (the config records what ran).
     assert record["kept"] == {"trainer.max_epochs": 2}
     assert record["applied"] == {"model.lr": 5e-3, "model.lr_decay": 0.8}

@@ -6,10 +6,13 @@ A strategy file (`# @package _global_`) names its schema in its defaults list
 
 from dataclasses import dataclass, field
 
-from thawkit.config.schema.rules import Rule, above, at_least, count_or_all, spec, within
+from thawkit.config.schema.rules import Rule, above, at_least, count_or_all, one_of, spec, within
 
 UNFREEZE_TARGET = "thawkit.finetune.unfreeze.UnfreezeSchedule"
 AUTO_TARGET = "thawkit.finetune.auto.AutoStrategy"
+# When strategy=auto turns WiSE-FT on: never; for a pick that trains the head on frozen
+# features first (the two ends share that head); for every pick that trains backbone layers.
+WISEFT_WHEN = ("off", "shared_start", "backbone")
 _GROUPS = Rule(lambda v: isinstance(v, int) and v >= -1, ">= 0, or -1 for all")
 
 
@@ -66,3 +69,5 @@ class AutoSchema:
     race_holdout: float = spec(0.34, within(0, 1, "()"))
     # Epochs of every race training (each schedule fitted into them).
     race_epochs: int = spec(3, at_least(1))
+    # When auto turns WiSE-FT on (wiseft=true): one of WISEFT_WHEN (thawkit.finetune.auto.policy).
+    wiseft: str = spec("backbone", one_of(WISEFT_WHEN))

@@ -14,6 +14,9 @@ domain: near >= `near` > moderate >= `far` > far):
 Huge data (>= `huge_per_class`) with a very far domain (< `very_far`) trains from scratch;
 `model.weights=none` (nothing pretrained) always does. "reg." = stronger regularisation
 (weight decay 0.05, label smoothing 0.1): few images, more trainable layers.
+
+For the final pick (the race may change the table's), `AutoStrategy.weight_space` turns WiSE-FT
+on or not (`strategy.wiseft`; the evidence behind the default: docs/strategies.md).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from thawkit.config.schema import AutoSchema
+from thawkit.config.schema.strategy import WISEFT_WHEN
 from thawkit.finetune.auto.probe import Signals
 
 AUTO = "auto"
@@ -35,7 +39,15 @@ FILLABLE = (
     "model.label_smoothing",
     "model.weights",
     "trainer.max_epochs",
+    "wiseft",
 )
+# Picks whose WiSE-FT mix is a different model from both ends: the backbone trains. (With
+# feature_extraction only the head moves; scratch has no pretrained start to mix with.)
+BACKBONE_PICKS = ("partial", "gradual", "full", "two_phase", "lp_ft")
+# Picks that train the head on frozen features before any backbone group, so the fine-tuned
+# head continues the probe head that WiSE-FT's start uses: the published pairing
+# (docs/weight_space.md).
+SHARED_START = ("lp_ft", "two_phase", "gradual")
 # Epochs by data size: few images give few steps per epoch, so small data gets more epochs
 # (early stopping on val/loss still ends a run that stops improving).
 EPOCHS = {"small": 20, "medium": 12, "large": 8}
@@ -117,6 +129,7 @@ class Decision:
     table_pick: str = ""  # the table's choice (the race may pick another)
     race: dict[str, Any] | None = None  # thawkit.finetune.auto.race's record, None = no race
     schedule: dict[str, Any] = field(default_factory=dict)  # budget.fit_schedule's changes
+    wiseft: dict[str, Any] = field(default_factory=dict)  # {"on": bool, "reason": why}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,6 +159,9 @@ class AutoStrategy:
         race_images: training images in the race (an even share per class).
         race_holdout: the share of them held out to score the race.
         race_epochs: epochs of every race training.
+        wiseft: when auto turns WiSE-FT on (`wiseft=true`, after the race has picked): `off`;
+            `shared_start` (lp_ft, two_phase, gradual: head-only epochs first); `backbone`
+            (every pick that trains backbone layers). Never for feature_extraction or scratch.
     """
 
     def __init__(
@@ -165,6 +181,7 @@ class AutoStrategy:
         race_images: int = AutoSchema.race_images,
         race_holdout: float = AutoSchema.race_holdout,
         race_epochs: int = AutoSchema.race_epochs,
+        wiseft: str = AutoSchema.wiseft,
     ) -> None:
         if not 0 < small_per_class <= large_per_class <= huge_per_class:
             raise ValueError(
@@ -193,6 +210,9 @@ class AutoStrategy:
             race_holdout,
             race_epochs,
         )
+        if wiseft not in WISEFT_WHEN:
+            raise ValueError(f"strategy.wiseft={wiseft!r}: allowed {list(WISEFT_WHEN)}")
+        self.wiseft = wiseft
         self.name = name
         self.small_per_class, self.large_per_class = small_per_class, large_per_class
         self.huge_per_class = huge_per_class
@@ -284,6 +304,54 @@ class AutoStrategy:
             settings.update(STRONG_REG)
         settings["trainer.max_epochs"] = EPOCHS.get(decision.size, EPOCHS["medium"])
         return {}, settings
+
+    def weight_space(self, decision: Decision) -> None:
+        """Turn WiSE-FT on or not for the final pick (after the race), in place: the setting
+        `wiseft=true` when on, `decision.wiseft` ({"on", "reason"}) and a reason line.
+
+        WiSE-FT chooses its `a` on the validation split with `a = 1` (the fine-tuned model
+        itself) in the grid, so on validation it never ends below the fine-tuned model; `a = 0`
+        is the linear probe on the pretrained features, a floor when fine-tuning a few images
+        for a few epochs did worse. Its cost is one BatchNorm update and one validation pass per
+        `a` after fit (thawkit.run.wiseft)."""
+        chosen = decision.chosen
+        if chosen not in BACKBONE_PICKS:
+            on = False
+            why = (
+                f"off: {chosen} trains no backbone layer, so a mix with the pretrained start "
+                "would only mix heads"
+                if chosen == "feature_extraction"
+                else f"off: {chosen} has no pretrained start to mix with"
+            )
+        elif self.wiseft == "off":
+            on, why = False, "off (strategy.wiseft=off)"
+        elif self.wiseft == "shared_start" and chosen not in SHARED_START:
+            on = False
+            why = (
+                f"off: {chosen} does not train the head on frozen features first, and "
+                "strategy.wiseft=shared_start turns it on only when both ends share that head"
+            )
+        else:
+            on = True
+            shared = chosen in SHARED_START
+            why = (
+                f"on: {chosen} trains backbone layers"
+                + (
+                    " from the head it first trains on frozen features (both ends share it)"
+                    if shared
+                    else ""
+                )
+                + "; after fit the mixes (1 - a) * start + a * fine-tuned are measured on "
+                "validation and the best is kept, a = 1 (the fine-tuned model) among them, "
+                "a = 0 the linear probe"
+            )
+        if on:
+            decision.settings["wiseft"] = True
+        else:
+            decision.settings.pop("wiseft", None)
+        decision.wiseft = {"on": on, "reason": why}
+        decision.reasons = [r for r in decision.reasons if not r.startswith("WiSE-FT: ")]
+        decision.reasons.append(f"WiSE-FT: {why}.")
 
     @staticmethod
     def _table_cell(size: str, domain: str) -> str:

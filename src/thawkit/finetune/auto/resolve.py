@@ -3,10 +3,11 @@ apply, record.
 
 What auto sets and what it leaves alone: the strategy node always (the user asked for auto);
 `model.lr`, `model.lr_decay`, `model.weight_decay`, `model.label_smoothing`,
-`trainer.max_epochs` (and `model.weights` for scratch) unless the key was given on the command
-line (`trainer.max_epochs=3 strategy=auto` keeps 3 epochs; sweep values count too) or is listed
-in `strategy.keep` (for experiment files and configs built in code). The choice is written to
-`<run dir>/auto.json` and reused when the run resumes, so a resumed run trains as it started.
+`trainer.max_epochs`, `wiseft` (when it turns WiSE-FT on) and `model.weights` (for scratch),
+unless the key was given on the command line (`trainer.max_epochs=3 strategy=auto` keeps 3
+epochs; sweep values count too) or is listed in `strategy.keep` (for experiment files and
+configs built in code). The choice is written to `<run dir>/auto.json` and reused when the run
+resumes, so a resumed run trains as it started.
 
 The chosen strategy's own file (`strategy/<name>.yaml`) is read from Hydra's config search path
 in Hydra's own order (the primary config folder first, then `--config-dir` and
@@ -244,6 +245,7 @@ def resolve_auto(
         decision = auto.decide(signals, groups, "model.weights" in explicit)
         if auto.race and decision.chosen != "scratch":
             race(cfg, datamodule, auto, decision, groups, seed)
+        auto.weight_space(decision)  # for the final pick: the race may have changed it
     groups = decision.signals.get("layer_groups") or len(layer_group_names(str(cfg.model.backbone)))
     apply(cfg, decision, explicit, groups)
     _log(decision)
