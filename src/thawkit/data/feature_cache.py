@@ -226,8 +226,31 @@ class FeatureCache:
         return None if features is None else loader_like(loader, features)
 
     # ------------------------------------------------------------- extraction
-    def _key(self, split: str, dataset: Any, view: int, random: bool, files: bool = True) -> str:
+    def stored(self, split: str, dataset: Any, backbone: torch.nn.Module) -> Dataset | None:
+        """The features of `split` already computed from `dataset` by a backbone equal to
+        `backbone` (same parameters and buffers), or None; never extracts.
+
+        The validation report after fit (thawkit.reporting.val_report) scores the best
+        checkpoint on val: when its backbone is the frozen one the features came from, the
+        head alone on these rows gives the same logits without a second pass over the images.
+        """
+        if self.module is None or self._off_reason is not None:
+            return None
+        if getattr(dataset, "samples", None) is None or is_random(dataset.transform):
+            return None
+        return self.store.dataset(self._key(split, dataset, 0, False, backbone=backbone))
+
+    def _key(
+        self,
+        split: str,
+        dataset: Any,
+        view: int,
+        random: bool,
+        files: bool = True,
+        backbone: torch.nn.Module | None = None,
+    ) -> str:
         module = self.module
+        backbone = module.backbone if backbone is None else backbone
         images = getattr(dataset, "images", None)
         first = next(module.backbone.parameters())
         return cache_key(
@@ -235,7 +258,7 @@ class FeatureCache:
             weights=module.hparams.weights,
             # Hashed every time (~30 ms for 3.4M parameters): a version-counter shortcut would
             # miss changes made through `.data`.
-            state=module_digest(module.backbone),
+            state=module_digest(backbone),
             transform=repr(dataset.transform),
             images=images.describe() if images is not None else "decoded from file",
             # Without the files: the persistent cache's rows are keyed by file, under the split.

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
+from torch.utils.data import DataLoader
 
 from thawkit.config.schema import ValReportSchema, check_args
 from thawkit.console import quiet_loggers
@@ -92,11 +94,11 @@ class ValidationReport(L.Callback):
         module.to(pl_module.device)
         transform = eval_transform(datamodule.preprocessing, datamodule.image_size)
         dataset = ImageDataset(samples, transform, datamodule.image_cache)
-        loader = build_loader(dataset, datamodule.batch_size, datamodule.num_workers)
-        logits, labels = collect_logits(module, loader, pl_module.device)
+        logits, labels, source = self._logits(module, dataset, datamodule, pl_module.device)
         names = list(module.hparams.class_names)
         temperature = fit_temperature(logits, labels) if self.calibrate else 1.0
         record = calibration_record(logits, labels, temperature, self.bins)
+        record["logits_from"] = source
         if self.calibrate:
             write_temperature(best, temperature)
         log.info(
@@ -124,6 +126,26 @@ class ValidationReport(L.Callback):
         if self.top_losses > 0:
             figures["top_losses"] = top_losses_figure(paths, y, probs, names, self.top_losses)[0]
         self._record(trainer, record, mistakes, figures)
+
+    @staticmethod
+    @torch.no_grad()
+    def _logits(
+        module: FineTuneModule, dataset: ImageDataset, datamodule: Any, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """Uncalibrated val logits of `module` and where they came from: the head on the fit's
+        cached features when `module`'s backbone is the frozen one they were computed with (a
+        feature_extraction run: one pass over the images saved), else the images."""
+        source = getattr(datamodule, "feature_source", None)
+        rows = source.stored("val", dataset, module.backbone) if source is not None else None
+        if rows is None:
+            loader = build_loader(dataset, datamodule.batch_size, datamodule.num_workers)
+            return (*collect_logits(module, loader, device), "images")
+        module.eval()
+        logits, labels = [], []
+        for x, y in DataLoader(rows, batch_size=256):
+            logits.append(module.head(x.to(device)).float().cpu())
+            labels.append(torch.as_tensor(y))
+        return torch.cat(logits), torch.cat(labels).long(), "cached features"
 
     @staticmethod
     def _record(
