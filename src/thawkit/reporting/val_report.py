@@ -94,7 +94,12 @@ class ValidationReport(L.Callback):
         module.to(pl_module.device)
         transform = eval_transform(datamodule.preprocessing, datamodule.image_size)
         dataset = ImageDataset(samples, transform, datamodule.image_cache)
-        logits, labels, source = self._logits(module, dataset, datamodule, pl_module.device)
+        # Cached rows only when the backbone never trains in this fit: a run resumed after an
+        # unfreeze has no rows of the frozen epochs, and both must score alike (exact resume).
+        rows_ok = bool(getattr(pl_module, "backbone_frozen", False))
+        logits, labels, source = self._logits(
+            module, dataset, datamodule, pl_module.device, rows_ok
+        )
         names = list(module.hparams.class_names)
         temperature = fit_temperature(logits, labels) if self.calibrate else 1.0
         record = calibration_record(logits, labels, temperature, self.bins)
@@ -130,12 +135,17 @@ class ValidationReport(L.Callback):
     @staticmethod
     @torch.no_grad()
     def _logits(
-        module: FineTuneModule, dataset: ImageDataset, datamodule: Any, device: torch.device
+        module: FineTuneModule,
+        dataset: ImageDataset,
+        datamodule: Any,
+        device: torch.device,
+        rows_ok: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, str]:
         """Uncalibrated val logits of `module` and where they came from: the head on the fit's
-        cached features when `module`'s backbone is the frozen one they were computed with (a
-        feature_extraction run: one pass over the images saved), else the images."""
-        source = getattr(datamodule, "feature_source", None)
+        cached features when `rows_ok` and `module`'s backbone is the frozen one they were
+        computed with (a feature_extraction run: one pass over the images saved), else the
+        images."""
+        source = getattr(datamodule, "feature_source", None) if rows_ok else None
         rows = source.stored("val", dataset, module.backbone) if source is not None else None
         if rows is None:
             loader = build_loader(dataset, datamodule.batch_size, datamodule.num_workers)
