@@ -133,7 +133,6 @@ class ValidationReport(L.Callback):
         self._record(trainer, record, mistakes, figures)
 
     @staticmethod
-    @torch.no_grad()
     def _logits(
         module: FineTuneModule,
         dataset: ImageDataset,
@@ -150,12 +149,10 @@ class ValidationReport(L.Callback):
         if rows is None:
             loader = build_loader(dataset, datamodule.batch_size, datamodule.num_workers)
             return (*collect_logits(module, loader, device), "images")
-        module.eval()
-        logits, labels = [], []
-        for x, y in DataLoader(rows, batch_size=256):
-            logits.append(module.head(x.to(device)).float().cpu())
-            labels.append(torch.as_tensor(y))
-        return torch.cat(logits), torch.cat(labels).long(), "cached features"
+        return (
+            *collect_logits(module.head, DataLoader(rows, batch_size=256), device),
+            "cached features",
+        )
 
     @staticmethod
     def _record(

@@ -142,27 +142,31 @@ class Kitchen:
         if self.val is None or self.train is None:
             raise SoupError(f"{model.path}: its image folder has no train and val split to mix on")
 
-    def taste(self, states: Sequence[State], test: bool = False) -> tuple[State, dict[str, float]]:
+    def taste(
+        self, states: Sequence[State], test: bool = False, calibrate: bool = False
+    ) -> tuple[State, dict[str, Any]]:
+        """The mix of `states` and its scores; with `calibrate`, its temperature fitted on the
+        same val logits (stored in the state, the record under "calibration")."""
         keys = set(self.module.state_dict())  # a DANN run's domain classifier is not mixed
         states = [{k: v for k, v in s.items() if k in keys} for s in states]
         self.module.load_state_dict(average(states))
         norms = norms_that_differ(self.module, states) if len(states) > 1 else []
         if norms:
             recalibrate_bn(self.module, self.train, norms, self.bn_images)
-        scores = {"val/acc": evaluate_loader(self.module, self.val)["acc"]}
+        scores: dict[str, Any] = {}
+        if calibrate:
+            device = next(self.module.parameters()).device
+            logits, labels = collect_logits(self.module, self.val, device)
+            temperature = fit_temperature(logits, labels)
+            self.module.temperature.fill_(temperature)
+            scores["val/acc"] = int((logits.argmax(1) == labels).sum()) / len(labels)
+            scores["calibration"] = calibration_record(logits, labels, temperature)
+        else:
+            scores["val/acc"] = evaluate_loader(self.module, self.val)["acc"]
         if test and self.test is not None:
             scores["test/acc"] = evaluate_loader(self.module, self.test)["acc"]
         state = {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
         return state, scores
-
-    def calibrate(self, state: State) -> tuple[State, dict[str, Any]]:
-        """`state` with its temperature fitted on val, and the calibration record."""
-        self.module.load_state_dict(state)
-        device = next(self.module.parameters()).device
-        logits, labels = collect_logits(self.module, self.val, device)
-        temperature = fit_temperature(logits, labels)
-        state = {**state, "temperature": torch.tensor(temperature)}
-        return state, calibration_record(logits, labels, temperature)
 
 
 def soup(
@@ -201,7 +205,7 @@ def soup(
     for item in ingredients:
         _, item["scores"] = kitchen.taste([item["state"]], test=True)
     ingredients.sort(key=lambda i: -i["scores"]["val/acc"])  # stable: sweep order among ties
-    uniform_state, uniform = kitchen.taste([i["state"] for i in ingredients], test=True)
+    uniform_state, uniform = kitchen.taste([i["state"] for i in ingredients], True, True)
     chosen, steps = [ingredients[0]], []
     best = ingredients[0]["scores"]["val/acc"]
     for item in ingredients[1:]:
@@ -211,9 +215,7 @@ def soup(
         if kept:
             chosen.append(item)
             best = scores["val/acc"]
-    greedy_state, greedy = kitchen.taste([i["state"] for i in chosen], test=True)
-    uniform_state, uniform["calibration"] = kitchen.calibrate(uniform_state)
-    greedy_state, greedy["calibration"] = kitchen.calibrate(greedy_state)
+    greedy_state, greedy = kitchen.taste([i["state"] for i in chosen], True, True)
     out = output_path(output, sweep / "soup", "--output", overwrite=False, folder=True)
     template = reference["checkpoint"]
     write_checkpoint(template, uniform_state, out / "uniform.ckpt")
