@@ -68,6 +68,20 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def kept_random_state() -> Iterator[None]:
+    """Run the body and put Python's, NumPy's and torch's CPU random streams back as they were:
+    work done before a run (strategy=auto's probe and race) leaves the run's draws (its head's
+    initialisation among them) as they would have been without it."""
+    state = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(state[0])
+        np.random.set_state(state[1])
+        torch.random.set_rng_state(state[2])
+
+
 def seed_step(seed: int) -> None:
     """Seed every global RNG (torch CPU and CUDA, numpy, random) for one training step."""
     # torch.manual_seed would also queue a seed for every accelerator not started yet (CUDA,

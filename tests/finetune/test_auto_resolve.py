@@ -23,10 +23,10 @@ from thawkit.finetune.auto import resolve as auto_resolve
 from thawkit.models.backbone import resolve_preprocessing
 
 # 20 images per class and a moderate domain: the table's partial cell.
-SMALL_MODERATE = Signals(
+SMALL_FAR = Signals(
     num_classes=2, images_per_class=20, min_images_per_class=20, train_images=40,
-    probe_images=40, probe_folds=5, probe_acc=0.8, probe_chance=0.5, probe_score=0.6,
-    domain_score=0.6,
+    probe_images=40, probe_folds=5, probe_acc=0.6, probe_chance=0.5, probe_score=0.2,
+    domain_score=0.2,
 )  # fmt: skip
 
 
@@ -81,18 +81,18 @@ def test_hydra_search_path_order_wins(tmp_path: Path, monkeypatch) -> None:
 def test_the_run_entry_checks_what_auto_wrote(tmp_path, image_folder, monkeypatch) -> None:
     from thawkit.run.train import build
 
-    # A backbone that claims 400 layer groups makes partial train the top 100 of them; the
+    # A backbone that claims 400 layer groups makes partial train the top 134 of them; the
     # real test backbone has 6, so the config auto wrote is invalid and the run stops there.
-    monkeypatch.setattr(auto_resolve, "measure", lambda *a, **k: SMALL_MODERATE)
+    monkeypatch.setattr(auto_resolve, "measure", lambda *a, **k: SMALL_FAR)
     monkeypatch.setattr(auto_resolve, "layer_group_names", lambda name: ["g"] * 400)
     # The table's choice alone (a race would train the 400-group plan before any check).
     no_race = ["strategy=auto", "strategy.race=false"]
     cfg = tiny_cfg(tmp_path, no_race, data_root=image_folder)
-    with pytest.raises(ConfigError, match="strategy.initial_groups=100 is larger"):
+    with pytest.raises(ConfigError, match="strategy.initial_groups=134 is larger"):
         build(cfg)
     assert not (tmp_path / "run" / "auto.json").exists()  # an invalid choice is not recorded
     # Without a check (a config resolved in code) the same choice is written as decided.
     cfg = tiny_cfg(tmp_path, no_race, data_root=image_folder)
     datamodule = instantiate(cfg.data, preprocessing=resolve_preprocessing(cfg.model.backbone))
     record = auto.resolve_auto(cfg, datamodule)  # the measure above reads no data
-    assert record["strategy_args"] == {"initial_groups": 100}
+    assert record["strategy_args"] == {"initial_groups": 134}

@@ -47,7 +47,7 @@ class PhaseRecorder(L.Callback):
 
 
 def test_fine_tuning_starts_from_the_probe_head_exactly(make_cfg) -> None:
-    cfg = make_cfg("strategy=lp_ft", "strategy.plateau_max_epochs=2", "trainer.max_epochs=3")
+    cfg = make_cfg("strategy=lp_ft", "strategy.plateau_max_epochs=1", "trainer.max_epochs=3")
     assert cfg.model.head.kind == "linear" and cfg.model.head.dropout == 0.0
     with open_dict(cfg):
         cfg.logger = None
@@ -57,7 +57,7 @@ def test_fine_tuning_starts_from_the_probe_head_exactly(make_cfg) -> None:
     trainer.callbacks.append(rec)
     trainer.fit(model, datamodule=datamodule)
 
-    assert rec.first_ft_epoch == 2 and len(rec.probe_ends) == 2
+    assert rec.first_ft_epoch == 1 and len(rec.probe_ends) == 1
     probe = rec.probe_ends[-1]
     assert any(not torch.equal(probe[k], rec.initial[k]) for k in probe), "the probe trained"
     assert all(torch.equal(rec.first_ft_step[k], probe[k]) for k in probe)
@@ -68,19 +68,25 @@ def test_fine_tuning_starts_from_the_probe_head_exactly(make_cfg) -> None:
     speed = next(c for c in trainer.callbacks if type(c).__name__ == "SpeedOptions")
     assert "train" in {e["split"] for e in speed.features.extractions}
     schedule = next(c for c in trainer.callbacks if isinstance(c, UnfreezeSchedule))
-    assert schedule.name == "lp_ft" and [e["epoch"] for e in schedule.events] == [2]
+    assert schedule.name == "lp_ft" and [e["epoch"] for e in schedule.events] == [1]
 
 
-def _trainer(epoch: int, metric: float | None = None) -> Any:
+def _trainer(epoch: int, metric: float | None = None, max_epochs: int = 20) -> Any:
     metrics = {} if metric is None else {"val/loss": torch.tensor(metric)}
     return SimpleNamespace(
-        current_epoch=epoch, global_step=10 * epoch, callback_metrics=metrics, sanity_checking=False
+        current_epoch=epoch,
+        global_step=10 * epoch,
+        callback_metrics=metrics,
+        sanity_checking=False,
+        max_epochs=max_epochs,
     )
 
 
-def _probe_epochs(schedule: UnfreezeSchedule, losses: list[float]) -> list[int]:
+def _probe_epochs(
+    schedule: UnfreezeSchedule, losses: list[float], max_epochs: int = 20
+) -> list[int]:
     module = FineTuneModule(2, "test_efficientnet", "none")
-    schedule.setup(_trainer(0), module, "fit")
+    schedule.setup(_trainer(0, max_epochs=max_epochs), module, "fit")
     trained = []
     for epoch, loss in enumerate(losses):
         schedule.on_train_epoch_start(_trainer(epoch), module)
@@ -109,3 +115,29 @@ def test_probe_ends_on_a_plateau_or_its_epoch_budget(
 def test_plateau_max_epochs_must_be_positive() -> None:
     with pytest.raises(ValueError, match="strategy.plateau_max_epochs=0"):
         UnfreezeSchedule("lp_ft", on_plateau=True, plateau_max_epochs=0)
+
+
+IMPROVING = [1.0, 0.9, 0.8, 0.7, 0.6]
+
+
+def test_probe_leaves_half_of_a_short_budget_to_fine_tuning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With trainer.max_epochs=5 the probe's 5-epoch wait would fill the run (lp_ft would be
+    feature_extraction): it waits at most 2 epochs, and says so."""
+    schedule = instantiate(tiny_cfg(tmp_path, ["strategy=lp_ft"]).strategy)
+    with caplog.at_level("WARNING", logger="thawkit.finetune.unfreeze"):
+        trained = _probe_epochs(schedule, IMPROVING, max_epochs=5)
+    assert trained == [0, 0, 6, 6, 6] and schedule.plateau_max_epochs == 2
+    assert "strategy.plateau_max_epochs=5 with trainer.max_epochs=5" in caplog.text
+
+
+@pytest.mark.parametrize(("wait", "max_epochs"), [(None, 5), (2, 5), (5, 20)])
+def test_probe_wait_that_fits_or_waits_for_the_plateau_is_kept(
+    wait: int | None, max_epochs: int
+) -> None:
+    schedule = UnfreezeSchedule(
+        "lp_ft", on_plateau=True, groups_per_step=-1, max_events=1, plateau_max_epochs=wait
+    )
+    _probe_epochs(schedule, IMPROVING, max_epochs=max_epochs)
+    assert schedule.plateau_max_epochs == wait

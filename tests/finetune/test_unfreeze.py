@@ -303,6 +303,7 @@ def _fake_trainer(epoch: int, metric: float | None = None, sanity: bool = False)
         global_step=10 * epoch,
         callback_metrics=metrics,
         sanity_checking=sanity,
+        max_epochs=10,
     )
 
 

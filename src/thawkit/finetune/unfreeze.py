@@ -28,6 +28,12 @@ from thawkit.finetune.module import FineTuneModule
 log = logging.getLogger(__name__)
 
 
+def probe_epochs(max_epochs: int) -> int:
+    """The most epochs a plateau schedule's first phase (LP-FT's probe) may wait within a budget
+    of `max_epochs`, so that fine-tuning gets at least half of it."""
+    return max(1, (max_epochs - 1) // 2)
+
+
 class UnfreezeSchedule(L.Callback):
     """Unfreeze backbone layer groups from the top down, on epochs or on validation plateaus.
 
@@ -115,9 +121,26 @@ class UnfreezeSchedule(L.Callback):
                 f"strategy.initial_groups={self.initial_groups} > {total}, the number of layer "
                 f"groups of {pl_module.backbone.name} ({names})"
             )
+        self._fit_plateau_wait(trainer.max_epochs)
         # The starting state, before the optimizer is built. On a resume, the module's
         # on_load_checkpoint runs after this and replaces it with the saved frozen state.
         pl_module.set_trainable_groups(self._cap(self.initial_groups, total), step=0)
+
+    def _fit_plateau_wait(self, max_epochs: int | None) -> None:
+        """Cap `plateau_max_epochs` at `probe_epochs(max_epochs)`: a wait as long as the budget
+        (lp_ft's 5 with trainer.max_epochs=5) would end the run before anything fine-tunes,
+        and lp_ft would train exactly as feature_extraction. null (wait for the plateau) stays."""
+        if not self.on_plateau or self.plateau_max_epochs is None or not max_epochs:
+            return
+        wait = probe_epochs(max_epochs)
+        if max_epochs > 0 and self.plateau_max_epochs > wait:
+            log.warning(
+                "strategy.plateau_max_epochs=%d with trainer.max_epochs=%d would leave no "
+                "epochs to fine-tune in: the %s phase before the first unfreeze waits at most %d "
+                "epoch(s) (set strategy.plateau_max_epochs=null to wait for the plateau only)",
+                self.plateau_max_epochs, max_epochs, self.name, wait,
+            )  # fmt: skip
+            self.plateau_max_epochs = wait
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: FineTuneModule) -> None:
         total = len(pl_module.backbone.groups)

@@ -62,6 +62,7 @@ class AutoSchema:
     keep: list[str] = field(default_factory=list)
     # A short race between the table's pick and these strategies (successive halving on a slice
     # of the training images; thawkit.finetune.auto.race); race: false = the table decides.
+    # Small data (below small_per_class) never races: its held-out part would be a few images.
     race: bool = True
     candidates: list[str] = field(default_factory=lambda: ["full", "lp_ft"])
     # Training images in the race (an even share per class) and the share of them held out.

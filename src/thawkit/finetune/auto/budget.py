@@ -17,6 +17,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from thawkit.finetune.unfreeze import probe_epochs
+
 
 def _target(node: Mapping[str, Any], num_groups: int) -> int:
     cap = node.get("max_groups")
@@ -75,7 +77,7 @@ def fit_schedule(
         return {}, None
     deadline = max(1, epochs - 2)  # every planned group trains from this epoch on
     if node.get("on_plateau"):
-        wait = max(1, (epochs - 1) // 2)
+        wait = probe_epochs(epochs)
         current = node.get("plateau_max_epochs")
         if current is not None and int(current) <= wait:
             return {}, None

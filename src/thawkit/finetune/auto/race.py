@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from thawkit.seeding import kept_random_state
+
 log = logging.getLogger(__name__)
 
 Sample = tuple[str, int]
@@ -102,16 +104,6 @@ def successive_halving(
     return record
 
 
-def _state() -> tuple[Any, Any, Any]:
-    return random.getstate(), np.random.get_state(), torch.random.get_rng_state()
-
-
-def _restore(state: tuple[Any, Any, Any]) -> None:
-    random.setstate(state[0])
-    np.random.set_state(state[1])
-    torch.random.set_rng_state(state[2])
-
-
 def train_candidate(
     cfg: DictConfig,
     datamodule: Any,
@@ -139,8 +131,7 @@ def train_candidate(
             m = trainer.callback_metrics
             history.append((float(m["val/acc"]), float(m["val/loss"])))
 
-    saved = _state()
-    try:
+    with kept_random_state():
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
@@ -182,8 +173,6 @@ def train_candidate(
                 callbacks=[instantiate(candidate.node), HeldOut()],
             )
             trainer.fit(model, train_loader, held_loader)
-    finally:
-        _restore(saved)
     best = max(range(len(history)), key=lambda i: (history[i][0], -history[i][1]))
     return {
         "acc": round(history[best][0], 4),

@@ -34,11 +34,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from thawkit import CONF_DIR
 from thawkit.atomic import write_json_atomic
 from thawkit.config.schema import load_option
-from thawkit.finetune.auto.budget import fit_schedule
+from thawkit.finetune.auto.budget import fit_schedule, reached_groups
 from thawkit.finetune.auto.policy import AUTO, AutoStrategy, Decision
 from thawkit.finetune.auto.probe import measure
 from thawkit.finetune.auto.race import Candidate, run_race
 from thawkit.models.backbone import layer_group_names
+from thawkit.seeding import kept_random_state
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -132,7 +133,11 @@ def apply(cfg: DictConfig, decision: Decision, explicit: set[str], num_groups: i
         else settings.get("trainer.max_epochs", cfg.trainer.max_epochs)
     )
     if num_groups:
-        changes, why = fit_schedule(OmegaConf.to_container(node), num_groups, epochs)
+        plain = OmegaConf.to_container(node)
+        if decision.compress:
+            changes, why = fit_schedule(plain, num_groups, epochs)
+        else:
+            changes, why = {}, _depth_by_epochs(plain, num_groups, epochs)
         node = OmegaConf.merge(node, changes)
         decision.schedule = {"epochs": epochs, "changes": changes, "reason": why}
         if why and not any(r.startswith("Budget: ") for r in decision.reasons):
@@ -146,6 +151,21 @@ def apply(cfg: DictConfig, decision: Decision, explicit: set[str], num_groups: i
             else:
                 OmegaConf.update(cfg, key, value, merge=False, force_add=True)
                 decision.applied[key] = value
+
+
+def _depth_by_epochs(node: dict[str, Any], num_groups: int, epochs: int) -> str | None:
+    """The reason line of a schedule left as it is (`Decision.compress` false), None when it
+    reaches every group it plans anyway."""
+    if node.get("every_n_epochs") is None or int(node.get("initial_groups", 0)) < 0:
+        return None
+    reached = reached_groups(node, num_groups, epochs)
+    if reached >= num_groups:
+        return None
+    return (
+        f"with few images the schedule is not compressed into the {epochs} epochs: {reached} "
+        f"of {num_groups} layer groups train by the last epoch and the lower ones keep their "
+        "pretrained features (more epochs reach deeper)"
+    )
 
 
 def _log(decision: Decision) -> None:
@@ -240,11 +260,19 @@ def resolve_auto(
     else:
         seed = cfg.get("seed")
         seed = seed if seed is not None else 0
-        signals = measure(cfg, datamodule, auto.max_images, seed, auto.baseline)
+        # The probe builds a backbone and the race trains: neither may shift the run's own
+        # random draws, so `strategy=auto seed=S` trains as its pick would with `seed=S`.
+        with kept_random_state():
+            signals = measure(cfg, datamodule, auto.max_images, seed, auto.baseline)
         groups = signals.layer_groups or len(layer_group_names(str(cfg.model.backbone)))
         decision = auto.decide(signals, groups, "model.weights" in explicit)
-        if auto.race and decision.chosen != "scratch":
+        if auto.race and decision.chosen != "scratch" and decision.size != "small":
             race(cfg, datamodule, auto, decision, groups, seed)
+        elif auto.race and decision.size == "small":
+            # The race holds out a third of the few images there are: a handful per class, one
+            # image worth several points; measured, it switched small sets from the table's
+            # pick to worse ones (docs/strategies.md).
+            decision.race = {"skipped": "small data: the held-out part would be a few images"}
         auto.weight_space(decision)  # for the final pick: the race may have changed it
     groups = decision.signals.get("layer_groups") or len(layer_group_names(str(cfg.model.backbone)))
     apply(cfg, decision, explicit, groups)
