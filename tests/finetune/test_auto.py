@@ -4,8 +4,8 @@ and end-to-end runs that record (and, on a resume, reuse) the choice."""
 from __future__ import annotations
 
 import json
-import random
 import logging
+import random
 from pathlib import Path
 
 import numpy as np

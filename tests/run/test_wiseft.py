@@ -38,16 +38,22 @@ def test_endpoints_predict_as_the_finetuned_and_the_start_model(make_cfg) -> Non
     x, _ = next(iter(datamodule.plain_loader("val")))
     model.load_state_dict(finetuned)
     expected_end = logits(model, x)
+    # The start: the pretrained backbone and the head-only epoch's head trained on as a probe.
     model.load_state_dict(begin)
+    head, how = wiseft.probe_head_state(model, datamodule, start, 1, 0.1, 0)
+    assert how.endswith("on from the head of the 1 head-only epoch(s)")
+    assert any(not torch.equal(head[k], start.head_state[k]) for k in head)
+    model.head.load_state_dict(head)
     expected_start = logits(model, x)
+    model.load_state_dict(begin)
     settings = OmegaConf.create({"alphas": [1.0], "probe_steps": 1, "probe_lr": 0.1,
                                  "bn_images": 8})  # fmt: skip
     state, record = wiseft.search(model, datamodule, start, finetuned, settings)
     assert record["chosen"] == 1.0 and record["bn_recalibrated_layers"] > 0
     assert torch.equal(logits(model, x), expected_end)
     settings.alphas = [0.0]
-    wiseft.search(model, datamodule, start, finetuned, settings)
-    assert torch.equal(logits(model, x), expected_start)
+    _, record = wiseft.search(model, datamodule, start, finetuned, settings)
+    assert torch.equal(logits(model, x), expected_start) and record["start"] == how
     # In between, the mix is neither (and its BatchNorm statistics were recomputed).
     settings.alphas = [0.5]
     _, record = wiseft.search(model, datamodule, start, finetuned, settings)

@@ -32,9 +32,9 @@ log = logging.getLogger(__name__)
 def probe_head_state(
     model: FineTuneModule, datamodule: Any, start: WiseFTStart, steps: int, lr: float, seed: int
 ) -> tuple[State, str]:
-    """The probe head's state: the head-only epochs' if the run had any, else a fitted one."""
-    if start.head_state is not None and start.probe_epochs > 0:
-        return start.head_state, f"head of the {start.probe_epochs} head-only epoch(s)"
+    """The probe head's state: fitted on frozen features, on from the head-only epochs' head
+    if the run had any (thawkit.transfer.wiseft: why a few head-only epochs are not a probe)."""
+    init = start.head_state if start.head_state is not None and start.probe_epochs > 0 else None
     current = {k: v.detach().clone() for k, v in model.backbone.state_dict().items()}
     model.backbone.load_state_dict(start.backbone_state)
     was = model.training
@@ -47,8 +47,11 @@ def probe_head_state(
     finally:
         model.backbone.load_state_dict(current)
         model.train(was)
-    probe = fit_probe_head(model.head, features, labels, steps, lr, seed=seed)
-    return probe.state_dict(), f"head fitted on frozen features ({steps} full-batch steps)"
+    probe = fit_probe_head(model.head, features, labels, steps, lr, seed=seed, init=init)
+    how = f"head fitted on frozen features ({steps} full-batch steps)"
+    if init is not None:
+        how += f", on from the head of the {start.probe_epochs} head-only epoch(s)"
+    return probe.state_dict(), how
 
 
 def start_state(finetuned: State, backbone: State, head: State) -> State:

@@ -22,8 +22,8 @@ class WeightSpaceSchema:
     # WiSE-FT: the weights a of (1 - a) * start + a * finetuned that are evaluated on val.
     # (checked by alphas_problem, from thawkit.config.checks)
     alphas: list[float] = spec([0.0, 0.25, 0.5, 0.75, 1.0])
-    # Head-only steps (full batch, on frozen features) of the probe head WiSE-FT starts from,
-    # when the strategy had no head-only epochs to take it from.
+    # Head-only steps (full batch, on frozen features) of the probe head WiSE-FT starts from
+    # (on from the head of the strategy's head-only epochs, when it had some).
     probe_steps: int = spec(200, at_least(1))
     probe_lr: float = spec(0.01, Rule(lambda v: v > 0, "> 0"))
     # Training images BatchNorm statistics are recomputed on, for each mixed model.
