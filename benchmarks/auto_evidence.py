@@ -168,11 +168,13 @@ def evidence(name: str, rows: list[dict], tolerance: float) -> tuple[list[str], 
         for r in sorted(rows, key=lambda r: r["seed"])
         if r["strategy"] == "auto"
     ]
-    ok_best = auto >= best_m - tolerance - 1e-6  # float32 accuracies: exactly 1 point is within
-    ok_default = default is None or auto >= stats(default)[0] - 1e-9
+    # float32 accuracies (and WiSE-FT's, rounded): exactly 1 point is within, equal is not below.
+    ok_best = auto >= best_m - tolerance - 1e-6
+    ok_default = default is None or auto >= stats(default)[0] - 1e-6
+    gap = round(100 * (auto - best_m), 1) + 0.0  # + 0.0: no "-0.0"
     row = (
         f"| {name} | {', '.join(picks)} | {fmt(by['auto'])} | {best} {fmt(fixed[best])} | "
-        f"{fmt(default) if default else '-'} | {100 * (auto - best_m):+.1f} | "
+        f"{fmt(default) if default else '-'} | {gap:+.1f} | "
         f"{'yes' if ok_best else 'no'} / {'yes' if ok_default else 'no'} |"
     )
     per = {k: fmt(v) for k, v in sorted(by.items())}
