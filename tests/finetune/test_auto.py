@@ -56,7 +56,7 @@ def signals(per_class: float, score: float | None, pretrained: bool = True) -> S
 @pytest.mark.parametrize(
     "per_class, score, chosen, lr, lr_decay, epochs",
     [
-        (20, 0.95, "feature_extraction", 5e-3, 0.8, 20),  # tiny data, near domain
+        (20, 0.95, "feature_extraction", 2e-3, 0.8, 20),  # tiny data, near domain
         (20, 0.55, "gradual", 2e-3, 0.8, 20),  # tiny, moderate
         (20, 0.10, "partial", 2e-3, 0.8, 20),  # tiny, far
         (400, 0.95, "two_phase", 2e-3, 0.8, 12),
@@ -277,6 +277,7 @@ def test_auto_run_records_its_choice_and_keeps_explicit_values(
     overrides = ["strategy=auto", "trainer.max_epochs=2", f"model.weights={weights_file}"]
     overrides.append("strategy.race=false")  # the table's own pick (the race: test_auto_race.py)
     cfg = tiny_cfg(tmp_path, overrides, data_root=image_folder)
+    cfg.model.lr = 0.01  # set in code, not on the command line: auto's 2e-3 replaces it
     with caplog.at_level(logging.INFO, logger="thawkit.finetune.auto"):
         train(cfg)
     run = Path(cfg.paths.output_dir)
@@ -296,18 +297,18 @@ def test_auto_run_records_its_choice_and_keeps_explicit_values(
     assert record["wiseft"]["on"] is False and "trains no backbone layer" in record["reasons"][-1]
     # The command line's epochs win; auto's LR is applied (the config records what ran).
     assert record["kept"] == {"trainer.max_epochs": 2}
-    assert record["applied"] == {"model.lr": 5e-3, "model.lr_decay": 0.8}
-    assert cfg.model.lr == 5e-3 and cfg.trainer.max_epochs == 2
+    assert record["applied"] == {"model.lr": 2e-3, "model.lr_decay": 0.8}
+    assert cfg.model.lr == 2e-3 and cfg.trainer.max_epochs == 2
     assert len(summary["history"]) == 2
     assert all(row["frozen_groups"] > 0 for row in summary["history"])  # feature extraction
-    assert all(row["lr"]["head"] <= 5e-3 for row in summary["history"])
+    assert all(row["lr"]["head"] <= 2e-3 for row in summary["history"])
     text = caplog.text
     assert "12 training images per class" in text and "chose feature_extraction" in text
     assert "kept trainer.max_epochs=2 as given (auto would have picked 20)" in text
     assert json.loads((run / "auto.json").read_text())["chosen"] == "feature_extraction"
     # TensorBoard's hyperparameters are the values the run used, not the composed ones.
     hparams = OmegaConf.load(run / "tensorboard" / "hparams.yaml")
-    assert hparams.model.lr == 5e-3 and hparams.strategy.initial_groups == 0
+    assert hparams.model.lr == 2e-3 and hparams.strategy.initial_groups == 0
 
     # A resume reuses the recorded choice (no second probe) and still honours new overrides.
     def no_probe(*args, **kwargs):
@@ -325,13 +326,14 @@ def test_auto_run_records_its_choice_and_keeps_explicit_values(
         ],
         data_root=image_folder,
     )
+    resumed.model.lr = 0.01  # the recorded choice (2e-3) wins on the resume
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="thawkit.finetune.auto"):
         train(resumed)
     assert "resuming with the choice recorded" in caplog.text
     summary = json.loads((run / "summary.json").read_text())
     assert summary["auto"]["chosen"] == "feature_extraction" and len(summary["history"]) == 3
-    assert resumed.model.lr == 5e-3
+    assert resumed.model.lr == 2e-3
 
 
 HYMENOPTERA = Path("/work/shared/data/hymenoptera")

@@ -64,7 +64,7 @@ class AutoSchema:
     # of the training images; thawkit.finetune.auto.race); race: false = the table decides.
     # Small data (below small_per_class) never races: its held-out part would be a few images.
     race: bool = True
-    candidates: list[str] = field(default_factory=lambda: ["full", "lp_ft"])
+    candidates: list[str] = field(default_factory=lambda: ["full", "lp_ft", "feature_extraction"])
     # Training images in the race (an even share per class) and the share of them held out.
     race_images: int = spec(256, at_least(4))
     race_holdout: float = spec(0.34, within(0, 1, "()"))

@@ -62,10 +62,9 @@ SCRATCH = {"model.lr": 3e-3, "model.lr_decay": 1.0}
 TABLE: dict[tuple[str, str], tuple[str, dict[str, float], str]] = {
     ("small", "near"): (
         "feature_extraction",
-        {"model.lr": 5e-3},
+        {},
         "the pretrained features already separate the classes; training backbone layers on "
-        "few images would overfit them, so train a linear classifier on the frozen features "
-        "(a larger head LR suits a lone linear layer)",
+        "few images would overfit them, so train a linear classifier on the frozen features",
     ),
     ("small", "moderate"): (
         "gradual",
@@ -183,7 +182,7 @@ class AutoStrategy:
         baseline: bool = AutoSchema.baseline,
         keep: Sequence[str] = (),
         race: bool = AutoSchema.race,
-        candidates: Sequence[str] = ("full", "lp_ft"),
+        candidates: Sequence[str] = ("full", "lp_ft", "feature_extraction"),
         race_images: int = AutoSchema.race_images,
         race_holdout: float = AutoSchema.race_holdout,
         race_epochs: int = AutoSchema.race_epochs,
@@ -301,13 +300,10 @@ class AutoStrategy:
 
     def alternative(self, decision: Decision, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """(strategy args, settings) of strategy `name` as a race candidate beside `decision`:
-        the table's own for its pick; otherwise the default LRs (5e-3 for a lone linear head)
-        and the data size's epochs."""
+        the table's own for its pick; otherwise the default LRs and the data size's epochs."""
         if name == decision.chosen:
             return dict(decision.strategy_args), dict(decision.settings)
         settings: dict[str, Any] = dict(DEFAULT_LRS)
-        if name == "feature_extraction":
-            settings["model.lr"] = 5e-3
         settings["trainer.max_epochs"] = EPOCHS.get(decision.size, EPOCHS["medium"])
         return {}, settings
 
