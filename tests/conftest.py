@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -31,6 +33,17 @@ TINY_BACKBONE = "test_efficientnet"  # timm's 99k-parameter EfficientNet for tes
 
 # Class c draws its pixels around this colour, so a tiny model can learn the folder quickly.
 _COLOURS = [(220, 40, 40), (40, 40, 220), (40, 200, 40), (220, 220, 40)]
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def benchmark_module(name: str) -> ModuleType:
+    """`benchmarks/<name>.py` loaded as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_image(path: Path, label: int, size: int = 24, seed: int = 0, mode: str = "RGB") -> Path:

@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "auto_evidence.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("auto_evidence", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import benchmark_module
 
 
 def _row(strategy: str, seed: int, acc: float, chosen: str | None = None, a=None) -> dict:
@@ -22,7 +12,7 @@ def _row(strategy: str, seed: int, acc: float, chosen: str | None = None, a=None
 
 
 def _verdict(rows: list[dict]) -> tuple[str, str]:
-    line = _module().evidence("set", rows, 0.01)[0][0]
+    line = benchmark_module("auto_evidence").evidence("set", rows, 0.01)[0][0]
     cells = [c.strip() for c in line.strip("|").split("|")]
     return cells[-2], cells[-1]
 
