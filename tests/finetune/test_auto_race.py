@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from conftest import tiny_cfg
 from thawkit.finetune import auto
-from thawkit.finetune.auto import Signals
+from thawkit.finetune.auto import AutoStrategy, Signals
 from thawkit.finetune.auto import resolve as auto_resolve
 from thawkit.finetune.auto.budget import fit_schedule, planned_groups, reached_groups
 from thawkit.finetune.auto.race import race_slices, successive_halving
@@ -111,7 +111,9 @@ def test_the_race_is_deterministic_by_seed_and_recorded(
         saved = json.loads((tmp_path / run / "run" / "auto.json").read_text())
         assert saved["race"] == records[-1]["race"]
     first, second = (r["race"] for r in records)
-    assert first["candidates"] == ["two_phase", "full"] and first["seed"] == 3
+    # A near domain: feature_extraction joins the race (AutoStrategy.race_names).
+    assert first["candidates"] == ["two_phase", "full", "feature_extraction"]
+    assert first["seed"] == 3
     for rung_a, rung_b in zip(first["rungs"], second["rungs"], strict=True):
         for name, result in rung_a["results"].items():
             same = {k: v for k, v in result.items() if k != "time_s"}
@@ -144,3 +146,14 @@ def weights_file(tmp_path: Path) -> Path:
     path = tmp_path / "test_efficientnet.pth"
     torch.save(timm.create_model("test_efficientnet", num_classes=0).state_dict(), path)
     return path
+
+
+def test_feature_extraction_races_only_where_the_domain_is_near() -> None:
+    """A short race favours a head on frozen features; it races where the table could pick it."""
+    auto = AutoStrategy()
+    near = auto.decide(_signals(150, 0.9), 8)
+    assert auto.race_names(near) == ["two_phase", "full", "lp_ft", "feature_extraction"]
+    far = auto.decide(_signals(150, 0.1), 8)
+    assert auto.race_names(far) == ["full", "lp_ft"]
+    asked = AutoStrategy(candidates=["feature_extraction"])  # a user's candidates always race
+    assert asked.race_names(far) == ["full", "feature_extraction"]

@@ -64,7 +64,8 @@ class AutoSchema:
     # of the training images; thawkit.finetune.auto.race); race: false = the table decides.
     # Small data (below small_per_class) never races: its held-out part would be a few images.
     race: bool = True
-    candidates: list[str] = field(default_factory=lambda: ["full", "lp_ft", "feature_extraction"])
+    # (feature_extraction joins them where the domain is near: AutoStrategy.race_names)
+    candidates: list[str] = field(default_factory=lambda: ["full", "lp_ft"])
     # Training images in the race (an even share per class) and the share of them held out.
     race_images: int = spec(256, at_least(4))
     race_holdout: float = spec(0.34, within(0, 1, "()"))

@@ -188,9 +188,9 @@ def race(
     num_groups: int,
     seed: int,
 ) -> None:
-    """Race the table's pick against `auto.candidates` and make the winner the decision (in
+    """Race the table's pick against `auto.race_names` and make the winner the decision (in
     place), with the race's record and a reason; nothing changes when the race cannot run."""
-    names = list(dict.fromkeys([decision.chosen, *auto.candidates]))
+    names = auto.race_names(decision)
     if len(names) < 2 or decision.signals.get("min_images_per_class", 0) < 3:
         # A class needs an image on either side of the race's split, and one more to train on.
         decision.race = {"skipped": "fewer than 2 candidates, or a class with < 3 images"}
