@@ -130,10 +130,10 @@ class UnfreezeSchedule(L.Callback):
         """Cap `plateau_max_epochs` at `probe_epochs(max_epochs)`: a wait as long as the budget
         (lp_ft's 5 with trainer.max_epochs=5) would end the run before anything fine-tunes,
         and lp_ft would train exactly as feature_extraction. null (wait for the plateau) stays."""
-        if not self.on_plateau or self.plateau_max_epochs is None or not max_epochs:
-            return
+        if not self.on_plateau or self.plateau_max_epochs is None or (max_epochs or 0) <= 0:
+            return  # also without an epoch budget (max_epochs None or -1)
         wait = probe_epochs(max_epochs)
-        if max_epochs > 0 and self.plateau_max_epochs > wait:
+        if self.plateau_max_epochs > wait:
             log.warning(
                 "strategy.plateau_max_epochs=%d with trainer.max_epochs=%d would leave no "
                 "epochs to fine-tune in: the %s phase before the first unfreeze waits at most %d "

@@ -190,6 +190,12 @@ def race(
 ) -> None:
     """Race the table's pick against `auto.race_names` and make the winner the decision (in
     place), with the race's record and a reason; nothing changes when the race cannot run."""
+    if decision.size == "small":
+        # The race holds out a third of the few images there are: a handful per class, one
+        # image worth several points; measured, it switched small sets from the table's pick
+        # to worse ones (docs/strategies.md).
+        decision.race = {"skipped": "small data: the held-out part would be a few images"}
+        return
     names = auto.race_names(decision)
     if len(names) < 2 or decision.signals.get("min_images_per_class", 0) < 3:
         # A class needs an image on either side of the race's split, and one more to train on.
@@ -266,13 +272,8 @@ def resolve_auto(
             signals = measure(cfg, datamodule, auto.max_images, seed, auto.baseline)
         groups = signals.layer_groups or len(layer_group_names(str(cfg.model.backbone)))
         decision = auto.decide(signals, groups, "model.weights" in explicit)
-        if auto.race and decision.chosen != "scratch" and decision.size != "small":
+        if auto.race and decision.chosen != "scratch":
             race(cfg, datamodule, auto, decision, groups, seed)
-        elif auto.race and decision.size == "small":
-            # The race holds out a third of the few images there are: a handful per class, one
-            # image worth several points; measured, it switched small sets from the table's
-            # pick to worse ones (docs/strategies.md).
-            decision.race = {"skipped": "small data: the held-out part would be a few images"}
         auto.weight_space(decision)  # for the final pick: the race may have changed it
     groups = decision.signals.get("layer_groups") or len(layer_group_names(str(cfg.model.backbone)))
     apply(cfg, decision, explicit, groups)
