@@ -52,12 +52,16 @@ class AutoSchema:
     # Domain score (pretrained vs random features in a linear probe, 0..1): near at or above,
     # far below; very_far (with huge data) allows scratch.
     near: float = 0.75
-    far: float = 0.4
+    far: float = 0.25
     very_far: float = 0.1
     # At most this many training images go through the probe; 0 = no probe.
     max_images: int = 512
-    # Also probe a randomly initialised copy (the baseline); false = half the probe's cost.
+    # Also probe randomly initialised copies (the baseline); false = the pretrained probe alone.
     baseline: bool = True
+    # Averaging (one probe of 100 images is noisy): k-fold repeats of each probe (reshuffled
+    # folds, cheap), and random inits the baseline averages over (a forward pass each).
+    probe_repeats: int = spec(10, at_least(1))
+    baseline_inits: int = spec(5, at_least(1))
     # Keys auto must leave as configured although not on the command line (experiment files).
     keep: list[str] = field(default_factory=list)
     # A short race between the table's pick and these strategies (successive halving on a slice

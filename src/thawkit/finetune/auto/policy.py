@@ -153,9 +153,12 @@ class AutoStrategy:
         very_far: domain score below this counts as very far (scratch, with huge data).
         max_images: at most this many training images go through the probe (an even share per
             class, at least 2 per class); 0 = no probe (the domain counts as moderate).
-        baseline: also probe a randomly initialised copy of the backbone, and score the domain
-            by how much better the pretrained features do (doubles the probe's cost); false =
-            the pretrained probe's score alone is the domain score.
+        baseline: also probe randomly initialised copies of the backbone, and score the domain
+            by how much better the pretrained features do; false = the pretrained probe's
+            score alone is the domain score.
+        probe_repeats: k-fold repeats of each probe (`thawkit.finetune.auto.probe`: one probe
+            on 100 images is noisy).
+        baseline_inits: random inits the baseline averages over.
         keep: config keys auto must leave as configured even when not given on the command
             line (e.g. [trainer.max_epochs] in an experiment file).
         race: race the table's pick against `candidates` on a slice of the training images
@@ -180,6 +183,8 @@ class AutoStrategy:
         very_far: float = AutoSchema.very_far,
         max_images: int = AutoSchema.max_images,
         baseline: bool = AutoSchema.baseline,
+        probe_repeats: int = AutoSchema.probe_repeats,
+        baseline_inits: int = AutoSchema.baseline_inits,
         keep: Sequence[str] = (),
         race: bool = AutoSchema.race,
         candidates: Sequence[str] = ("full", "lp_ft"),
@@ -200,6 +205,11 @@ class AutoStrategy:
             )
         if max_images < 0:
             raise ValueError(f"strategy.max_images={max_images} must be >= 0 (0 = no probe)")
+        if min(probe_repeats, baseline_inits) < 1:
+            raise ValueError(
+                f"strategy.probe_repeats={probe_repeats} and baseline_inits={baseline_inits} "
+                "must be >= 1"
+            )
         unknown = [k for k in keep if k not in FILLABLE]
         if unknown:
             raise ValueError(f"strategy.keep={unknown}: auto only fills {list(FILLABLE)}")
@@ -223,7 +233,8 @@ class AutoStrategy:
         self.huge_per_class = huge_per_class
         self.near, self.far, self.very_far = near, far, very_far
         self.max_images = max_images
-        self.baseline = baseline
+        self.baseline, self.probe_repeats = baseline, probe_repeats
+        self.baseline_inits = baseline_inits
         self.keep = list(keep)
 
     def size(self, signals: Signals) -> str:
@@ -389,14 +400,22 @@ class AutoStrategy:
         }[domain]
         text = (
             f"Domain distance: a linear probe on the pretrained backbone's frozen features of "
-            f"{s.probe_images} training images ({s.probe_folds}-fold) reached {s.probe_acc:.1%} "
-            f"held-out accuracy against {s.probe_chance:.1%} chance (score {s.probe_score:.2f})"
+            f"{s.probe_images} training images ({s.probe_folds}-fold"
+            + (f", {s.probe_repeats} repeats" if s.probe_repeats > 1 else "")
+            + f") reached {s.probe_acc:.1%} held-out accuracy against {s.probe_chance:.1%} "
+            f"chance (score {s.probe_score:.2f})"
         )
         if s.baseline_score is not None:
+            inits = len(s.baseline_scores or [0])
+            copies = (
+                f"{inits} randomly initialised copies"
+                if inits > 1
+                else "a randomly initialised copy"
+            )
             text += (
-                f"; a randomly initialised copy reached {s.baseline_acc:.1%} (score "
-                f"{s.baseline_score:.2f}), so pretraining closes {s.domain_score:.0%} of the gap "
-                "that random features leave"
+                f"; {copies} reached {s.baseline_acc:.1%}{' on average' if inits > 1 else ''} "
+                f"(score {s.baseline_score:.2f}), so pretraining closes {s.domain_score:.0%} of "
+                "the gap that random features leave"
             )
         return (
             f"{text}: domain score {s.domain_score:.2f}, a {domain} domain ({bound}); measured "

@@ -269,7 +269,15 @@ def resolve_auto(
         # The probe builds a backbone and the race trains: neither may shift the run's own
         # random draws, so `strategy=auto seed=S` trains as its pick would with `seed=S`.
         with kept_random_state():
-            signals = measure(cfg, datamodule, auto.max_images, seed, auto.baseline)
+            signals = measure(
+                cfg,
+                datamodule,
+                auto.max_images,
+                seed,
+                auto.baseline,
+                auto.probe_repeats,
+                auto.baseline_inits,
+            )
         groups = signals.layer_groups or len(layer_group_names(str(cfg.model.backbone)))
         decision = auto.decide(signals, groups, "model.weights" in explicit)
         if auto.race and decision.chosen != "scratch":
