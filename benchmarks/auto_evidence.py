@@ -14,7 +14,7 @@ docs/strategies.md between `<!-- auto-evidence:start -->` and `<!-- auto-evidenc
 
 `--max-train`/`--max-val` subsample each split (an even share per class, fixed seed) into
 symlink folders, for small runs on small machines. Runs already present under `--out` are
-reused (a second call adds only the missing strategies or seeds).
+reused (a second call runs only the missing strategy-seed pairs; a pair found twice counts once).
 
 `--own-epochs` adds auto at its own epochs: auto runs without `trainer.max_epochs` (it picks
 them, as `python train.py strategy=auto` does), and the comparison stays at equal epochs: the
@@ -78,7 +78,9 @@ def subsample(src: Path, dst: Path, limits: dict[str, int], seed: int = 0) -> Pa
 
 
 def read_runs(folder: Path) -> list[dict]:
-    rows = []
+    """The finished runs under `folder`, one per (strategy, seed): the first found (runs are
+    deterministic by seed; a second copy would weigh that seed twice in the mean)."""
+    rows, seen = [], set()
     for path in sorted(folder.rglob("summary.json")):
         s = json.loads(path.read_text())
         if s.get("status", "finished") not in ("finished", "completed") and not s.get("best"):
@@ -89,6 +91,9 @@ def read_runs(folder: Path) -> list[dict]:
         acc = (s.get("wiseft") or {}).get("val/acc", acc)
         if acc is None:
             continue
+        if (s["strategy"], s.get("seed")) in seen:
+            continue
+        seen.add((s["strategy"], s.get("seed")))
         auto = s.get("auto") or {}
         rows.append({
             "strategy": s["strategy"], "seed": s.get("seed"), "acc": float(acc),
@@ -101,10 +106,15 @@ def read_runs(folder: Path) -> list[dict]:
 
 
 def run_sweep(
-    data: Path, out: Path, strategies: list[str], args: argparse.Namespace, epochs: int | None
+    data: Path,
+    out: Path,
+    strategies: list[str],
+    args: argparse.Namespace,
+    epochs: int | None,
+    seeds: list[int],
 ) -> None:
     """One compare_strategies sweep; `epochs=None` leaves `trainer.max_epochs` to auto."""
-    seeds = ",".join(str(s) for s in args.seeds)
+    seeds = ",".join(str(s) for s in seeds)
     cmd = [
         sys.executable, str(ROOT / "train.py"), "-m", "experiment=compare_strategies",
         f"strategy={','.join(strategies)}", f"seed={seeds}", f"data.root={data}",
@@ -146,10 +156,16 @@ def ensure(
 ) -> list[dict]:
     """The runs of `strategies` x `args.seeds` in `folder`, running the missing ones first."""
     done = {(r["strategy"], r["seed"]) for r in read_runs(folder)} if folder.is_dir() else set()
-    todo = [s for s in strategies if any((s, k) not in done for k in args.seeds)]
-    if todo and not args.report_only:
-        print(f"{folder.name}: running {todo} x seeds {args.seeds}", flush=True)
-        run_sweep(data, folder / time.strftime("%H-%M-%S"), todo, args, epochs)
+    # One sweep per set of missing seeds: a strategy missing seed 3 runs seed 3 only.
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for s in strategies:
+        missing = tuple(k for k in args.seeds if (s, k) not in done)
+        if missing:
+            groups.setdefault(missing, []).append(s)
+    for i, (seeds, todo) in enumerate(groups.items() if not args.report_only else ()):
+        print(f"{folder.name}: running {todo} x seeds {list(seeds)}", flush=True)
+        out = folder / (time.strftime("%H-%M-%S") + (f"-{i}" if i else ""))
+        run_sweep(data, out, todo, args, epochs, list(seeds))
     return [r for r in read_runs(folder) if r["seed"] in args.seeds] if folder.is_dir() else []
 
 

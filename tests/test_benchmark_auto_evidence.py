@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+from pathlib import Path
+
 import numpy as np
 
 from conftest import benchmark_module
@@ -34,3 +38,34 @@ def test_a_miss_and_a_loss_to_the_default_are_reported() -> None:
         _row("partial", 0, 0.85), _row("partial", 1, 0.85),
     ]  # fmt: skip
     assert _verdict(rows) == ("-5.0", "no / no")
+
+
+def _summary(folder: Path, strategy: str, seed: int, acc: float) -> None:
+    run = folder / "sweep" / f"{strategy}-{seed}-{acc}"
+    run.mkdir(parents=True)
+    summary = {"strategy": strategy, "seed": seed, "status": "finished", "best": {"val/acc": acc}}
+    (run / "summary.json").write_text(json.dumps(summary))
+
+
+def test_only_missing_strategy_seed_pairs_run_and_a_pair_counts_once(
+    tmp_path: Path, monkeypatch
+) -> None:
+    module = benchmark_module("auto_evidence")
+    _summary(tmp_path, "full", 0, 0.5)
+    _summary(tmp_path, "full", 1, 0.7)
+    _summary(tmp_path, "gradual", 0, 0.6)
+    _summary(tmp_path, "gradual", 0, 0.9)  # a second copy of the same run
+    calls = []
+    monkeypatch.setattr(
+        module,
+        "run_sweep",
+        lambda data, out, todo, args, epochs, seeds: calls.append((todo, seeds)),
+    )
+    args = argparse.Namespace(seeds=[0, 1], report_only=False)
+    rows = module.ensure(tmp_path, tmp_path, ["full", "gradual", "partial"], args, 5)
+    assert sorted(calls) == [(["gradual"], [1]), (["partial"], [0, 1])]
+    assert sorted((r["strategy"], r["seed"]) for r in rows) == [
+        ("full", 0),
+        ("full", 1),
+        ("gradual", 0),
+    ]
