@@ -21,8 +21,8 @@
   images (96 px, Lite0) ranged 0.15 to 0.54 over seeds, across the far/moderate line, and the
   digits' 0.12 to 0.29. So the k-fold is repeated `repeats` times with reshuffled folds (both
   probes, the same folds; a ridge fit costs milliseconds), and the baseline is the mean over
-  `inits` random inits (a forward pass each). At 10 repeats and 5 inits, over 10 seeds: brain
-  MRI 0.37 to 0.46, the digits 0.00 to 0.03, hymenoptera 0.69 to 0.74, dtd10 0.70 to 0.74.
+  `inits` random inits (a forward pass each). At 10 repeats and 5 inits, over seeds 0 to 4:
+  brain MRI 0.37 to 0.45, the digits 0.00 to 0.10 (docs/strategies.md, "Why the averaging").
 
 Nothing here decides (`thawkit.finetune.auto.policy`) or touches the config
 (`thawkit.finetune.auto.resolve`).
