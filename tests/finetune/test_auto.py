@@ -58,7 +58,7 @@ def signals(per_class: float, score: float | None, pretrained: bool = True) -> S
     [
         (20, 0.95, "feature_extraction", 2e-3, 0.8, 20),  # tiny data, near domain
         (20, 0.55, "gradual", 2e-3, 0.8, 20),  # tiny, moderate
-        (20, 0.10, "full", 2e-3, 0.8, 20),  # tiny, far, with its own 20 epochs
+        (20, 0.10, "partial", 2e-3, 0.8, 20),  # tiny, far
         (400, 0.95, "two_phase", 2e-3, 0.8, 12),
         (400, 0.55, "gradual", 2e-3, 0.8, 12),
         (400, 0.10, "full", 2e-3, 0.9, 12),
@@ -86,15 +86,9 @@ def test_small_data_trains_the_top_groups_with_the_default_settings() -> None:
     the epochs instead of being compressed into them."""
     gradual = AutoStrategy().decide(signals(20, 0.55), NUM_GROUPS)
     assert gradual.strategy_args == {"initial_groups": 0, "every_n_epochs": 1}
-    # A far domain: the top third within a short budget; every layer with 20 epochs or more.
-    partial = AutoStrategy().decide(signals(20, 0.1), NUM_GROUPS, budget=5)
-    assert partial.chosen == "partial" and partial.strategy_args == {"initial_groups": 3}
-    assert "in 5 epochs" in partial.reasons[-1] and "top 3 of 8" in partial.reasons[-1]
-    for budget in (None, 20, 40):
-        full = AutoStrategy().decide(signals(20, 0.1), NUM_GROUPS, budget=budget)
-        assert (full.chosen, full.strategy_args) == ("full", {}), budget
-    assert AutoStrategy().decide(signals(20, 0.1), NUM_GROUPS, budget=19).chosen == "partial"
-    for d in (gradual, partial, full):
+    partial = AutoStrategy().decide(signals(20, 0.1), NUM_GROUPS)
+    assert partial.strategy_args == {"initial_groups": 3}  # the top third of 8
+    for d in (gradual, partial):
         assert d.settings == {"model.lr": 2e-3, "model.lr_decay": 0.8, "trainer.max_epochs": 20}
         assert d.compress is False
     near = AutoStrategy().decide(signals(20, 0.95), NUM_GROUPS)
@@ -265,7 +259,6 @@ def test_partial_choice_fills_its_node_and_keep_wins(tmp_path, image_folder, mon
             "strategy.keep=[model.lr_decay]",
             "model.label_smoothing=0.05",
             "strategy.race=false",  # the table's own pick (the race: test_auto_race.py)
-            "trainer.max_epochs=5",  # a short budget: small + far trains the top third
         ],
         data_root=image_folder,
     )
@@ -273,17 +266,10 @@ def test_partial_choice_fills_its_node_and_keep_wins(tmp_path, image_folder, mon
     groups = len(layer_group_names(TINY))
     assert record["chosen"] == "partial"
     assert cfg.strategy.initial_groups == max(1, -(-groups // 3))
-    assert cfg.model.lr == 2e-3 and cfg.trainer.max_epochs == 5
+    assert cfg.model.lr == 2e-3 and cfg.trainer.max_epochs == 20
     assert cfg.model.lr_decay == 0.8 and cfg.model.label_smoothing == 0.05
-    assert record["kept"] == {"model.lr_decay": 0.8, "trainer.max_epochs": 5}
+    assert record["kept"] == {"model.lr_decay": 0.8}
     assert json.loads((tmp_path / "run" / "auto.json").read_text())["chosen"] == "partial"
-    # auto's own epochs (20 for small data): every layer trains.
-    cfg = tiny_cfg(
-        tmp_path / "own", ["strategy=auto", "strategy.race=false"], data_root=image_folder
-    )
-    record = auto.resolve_auto(cfg, _datamodule(cfg))
-    assert record["chosen"] == "full" and cfg.trainer.max_epochs == 20
-    assert cfg.strategy.initial_groups == -1
 
 
 def test_small_data_schedule_is_not_compressed_and_skips_the_race(

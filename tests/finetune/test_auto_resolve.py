@@ -22,7 +22,7 @@ from thawkit.finetune.auto import AutoStrategy, Signals, config_roots, strategy_
 from thawkit.finetune.auto import resolve as auto_resolve
 from thawkit.models.backbone import resolve_preprocessing
 
-# 20 images per class and a far domain: the partial cell (within a short budget).
+# 20 images per class and a moderate domain: the table's partial cell.
 SMALL_FAR = Signals(
     num_classes=2, images_per_class=20, min_images_per_class=20, train_images=40,
     probe_images=40, probe_folds=5, probe_acc=0.6, probe_chance=0.5, probe_score=0.2,
@@ -85,9 +85,8 @@ def test_the_run_entry_checks_what_auto_wrote(tmp_path, image_folder, monkeypatc
     # real test backbone has 6, so the config auto wrote is invalid and the run stops there.
     monkeypatch.setattr(auto_resolve, "measure", lambda *a, **k: SMALL_FAR)
     monkeypatch.setattr(auto_resolve, "layer_group_names", lambda name: ["g"] * 400)
-    # The table's choice alone (a race would train the 400-group plan before any check), within
-    # a short budget (small + far trains the top third there).
-    no_race = ["strategy=auto", "strategy.race=false", "trainer.max_epochs=5"]
+    # The table's choice alone (a race would train the 400-group plan before any check).
+    no_race = ["strategy=auto", "strategy.race=false"]
     cfg = tiny_cfg(tmp_path, no_race, data_root=image_folder)
     with pytest.raises(ConfigError, match="strategy.initial_groups=134 is larger"):
         build(cfg)

@@ -5,12 +5,11 @@ Yosinski et al. 2014, "How transferable are features in deep neural networks?").
 The table (sizes per class: small < `small_per_class` <= medium <= `large_per_class` < large;
 domain: near >= `near` > moderate >= `far` > far):
 
-| data \\ domain | near               | moderate                    | far                          |
-|---------------|--------------------|-----------------------------|------------------------------|
-| small         | feature_extraction | gradual, depth by epochs    | full; partial (top third)    |
-|               |                    |                             | within fewer than 20 epochs  |
-| medium        | two_phase          | gradual                     | full, lr_decay 0.9           |
-| large         | full, lr_decay 0.7 | full                        | full, higher LR, 0.9         |
+| data \\ domain | near               | moderate                    | far                      |
+|---------------|--------------------|-----------------------------|--------------------------|
+| small         | feature_extraction | gradual, depth by epochs    | partial (top third)      |
+| medium        | two_phase          | gradual                     | full, lr_decay 0.9       |
+| large         | full, lr_decay 0.7 | full                        | full, higher LR, 0.9     |
 
 Huge data (>= `huge_per_class`) with a very far domain (< `very_far`) trains from scratch;
 `model.weights=none` (nothing pretrained) always does. "depth by epochs" = one more group from
@@ -78,10 +77,9 @@ TABLE: dict[tuple[str, str], tuple[str, dict[str, float], str]] = {
     ("small", "far"): (
         "partial",
         {},
-        "the features must change more than a head can make up for, but few images in "
-        "{budget} epochs cannot retrain the whole backbone; train the top {third} of {groups} "
-        "layer groups from the start and keep the lower ones (generic edges and textures) "
-        "frozen",
+        "the features must change more than a head can make up for, but few images cannot "
+        "retrain the whole backbone; train the top {third} of {groups} layer groups from the "
+        "start and keep the lower ones (generic edges and textures) frozen",
     ),
     ("medium", "near"): (
         "two_phase",
@@ -253,13 +251,7 @@ class AutoStrategy:
             return "near"
         return "moderate" if s >= self.far else "far"
 
-    def decide(
-        self,
-        signals: Signals,
-        num_groups: int,
-        weights_given: bool = False,
-        budget: int | None = None,
-    ) -> Decision:
+    def decide(self, signals: Signals, num_groups: int, weights_given: bool = False) -> Decision:
         """The decision table applied to `signals` (pure: no data, no model).
 
         Args:
@@ -267,7 +259,6 @@ class AutoStrategy:
             num_groups: layer groups of the backbone (partial/gradual train a share of them).
             weights_given: `model.weights` was set explicitly: never pick scratch (which
                 replaces the weights by a random init).
-            budget: `trainer.max_epochs` as the user gave it; None = auto picks the epochs.
         """
         size, domain = self.size(signals), self.domain(signals)
         reasons = [self._size_reason(signals, size), self._domain_reason(signals, domain)]
@@ -287,13 +278,6 @@ class AutoStrategy:
                 f"(score < {self.very_far}): the data can train every layer and the pretrained "
                 "features barely help, so train from scratch"
             )
-        elif (size, key) == ("small", "far") and (budget is None or budget >= EPOCHS[size]):
-            chosen, args, settings = "full", {}, dict(DEFAULT_LRS)
-            why = (
-                "the features must change down to the lowest layers, and with small data's "
-                f"{EPOCHS[size]} epochs (or more) every layer has the passes it needs (within "
-                "fewer, the top third of the layer groups trains: partial)"
-            )
         else:
             chosen, lrs, why = TABLE[size, key]
             settings = {**DEFAULT_LRS, **lrs}
@@ -303,7 +287,7 @@ class AutoStrategy:
                 ("small", "far"): {"initial_groups": third},
                 ("medium", "moderate"): {"initial_groups": 0, "every_n_epochs": 1},
             }.get((size, key), {})
-            why = why.format(third=third, groups=num_groups, budget=budget)
+            why = why.format(third=third, groups=num_groups)
             if huge and very_far:
                 why += " (scratch would fit, but model.weights was given explicitly)"
         epochs = SCRATCH_EPOCHS if chosen == "scratch" else EPOCHS[size]

@@ -279,8 +279,7 @@ def resolve_auto(
                 auto.baseline_inits,
             )
         groups = signals.layer_groups or len(layer_group_names(str(cfg.model.backbone)))
-        budget = int(cfg.trainer.max_epochs) if "trainer.max_epochs" in explicit else None
-        decision = auto.decide(signals, groups, "model.weights" in explicit, budget)
+        decision = auto.decide(signals, groups, "model.weights" in explicit)
         if auto.race and decision.chosen != "scratch":
             race(cfg, datamodule, auto, decision, groups, seed)
         auto.weight_space(decision)  # for the final pick: the race may have changed it
