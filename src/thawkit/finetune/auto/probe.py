@@ -20,9 +20,10 @@
   moves most. With one random init and one 5-fold split, the domain score of 100 brain MRI
   images (96 px, Lite0) ranged 0.15 to 0.54 over seeds, across the far/moderate line, and the
   digits' 0.12 to 0.29. So the k-fold is repeated `repeats` times with reshuffled folds (both
-  probes, the same folds; about 0.1 s per ridge fit on 510 images' features), and the baseline is the mean over
-  `inits` random inits (a forward pass each). At 10 repeats and 5 inits, over seeds 0 to 4:
-  brain MRI 0.37 to 0.45, the digits 0.00 to 0.10 (docs/strategies.md, "Why the averaging").
+  probes, the same folds; about 0.1 s per ridge fit on 510 images' features), and the baseline
+  is the mean over `inits` random inits (a forward pass each). At 10 repeats and 5 inits, over
+  seeds 0 to 4: brain MRI 0.37 to 0.45, the digits 0.00 to 0.10 (docs/strategies.md, "What it
+  measures").
 
 Nothing here decides (`thawkit.finetune.auto.policy`) or touches the config
 (`thawkit.finetune.auto.resolve`).
