@@ -8,6 +8,8 @@ mechanism apart from policy:
   of a randomly initialised backbone, giving a domain score), and decides nothing.
 - `policy`: `AutoStrategy`, the decision table (thresholds from `strategy=auto`'s config):
   signals in, a `Decision` (strategy, settings, reasons) out; pure.
+- `wiseft_rule`: when auto turns WiSE-FT on for its pick (a rule on the pick; `policy` applies
+  it).
 - `resolve`: writes a decision into the run's config (leaving the keys the user set), records
   it in the run dir's `auto.json`, and orders the steps (`resolve_auto`).
 

@@ -32,6 +32,7 @@ from typing import Any
 from thawkit.config.schema import AutoSchema
 from thawkit.config.schema.strategy import WISEFT_WHEN
 from thawkit.finetune.auto.probe import Signals
+from thawkit.finetune.auto.wiseft_rule import wiseft_choice
 
 AUTO = "auto"
 # The keys auto may fill (dotted config paths); the strategy node itself is always replaced.
@@ -44,13 +45,6 @@ FILLABLE = (
     "trainer.max_epochs",
     "wiseft",
 )
-# Picks whose WiSE-FT mix is a different model from both ends: the backbone trains. (With
-# feature_extraction only the head moves; scratch has no pretrained start to mix with.)
-BACKBONE_PICKS = ("partial", "gradual", "full", "two_phase", "lp_ft")
-# Picks that train the head on frozen features before any backbone group, so the fine-tuned
-# head continues the probe head that WiSE-FT's start uses: the published pairing
-# (docs/weight_space.md).
-SHARED_START = ("lp_ft", "two_phase", "gradual")
 # Epochs by data size: few images give few steps per epoch, so small data gets more epochs
 # (early stopping on val/loss still ends a run that stops improving).
 EPOCHS = {"small": 20, "medium": 12, "large": 8}
@@ -335,37 +329,7 @@ class AutoStrategy:
         is the linear probe on the pretrained features, a floor when fine-tuning a few images
         for a few epochs did worse. Its cost is one BatchNorm update and one validation pass per
         `a` after fit (thawkit.run.wiseft)."""
-        chosen = decision.chosen
-        if chosen not in BACKBONE_PICKS:
-            on = False
-            why = (
-                f"off: {chosen} trains no backbone layer, so a mix with the pretrained start "
-                "would only mix heads"
-                if chosen == "feature_extraction"
-                else f"off: {chosen} has no pretrained start to mix with"
-            )
-        elif self.wiseft == "off":
-            on, why = False, "off (strategy.wiseft=off)"
-        elif self.wiseft == "shared_start" and chosen not in SHARED_START:
-            on = False
-            why = (
-                f"off: {chosen} does not train the head on frozen features first, and "
-                "strategy.wiseft=shared_start turns it on only when both ends share that head"
-            )
-        else:
-            on = True
-            shared = chosen in SHARED_START
-            why = (
-                f"on: {chosen} trains backbone layers"
-                + (
-                    " from the head it first trains on frozen features (both ends share it)"
-                    if shared
-                    else ""
-                )
-                + "; after fit the mixes (1 - a) * start + a * fine-tuned are measured on "
-                "validation and the best is kept, a = 1 (the fine-tuned model) among them, "
-                "a = 0 the linear probe"
-            )
+        on, why = wiseft_choice(decision.chosen, self.wiseft)
         if on:
             decision.settings["wiseft"] = True
         else:
