@@ -21,10 +21,11 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from common import scratch_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
@@ -53,7 +54,7 @@ def thawkit_epochs(data: Path, args: argparse.Namespace, extra: list[str]) -> di
         f"model.backbone={args.backbone}", f"data.image_size={args.size}",
         f"data.batch_size={args.batch_size}", *extra,
     ]  # fmt: skip
-    cfg = tiny_cfg(Path(tempfile.mkdtemp(prefix="bench-epoch-")), overrides, data_root=data)
+    cfg = tiny_cfg(Path(scratch_dir("bench-epoch-")), overrides, data_root=data)
     cfg.trainer.log_every_n_steps = TrainerSchema.log_every_n_steps  # a user's default
     got: dict[str, Any] = {"starts": []}
 
@@ -130,7 +131,7 @@ def main() -> None:
     from conftest import make_image_folder
 
     data = Path(args.data) if args.data else make_image_folder(
-        Path(tempfile.mkdtemp(prefix="bench-epoch-data-")), (60, 60), ("train", "val"))  # fmt: skip
+        Path(scratch_dir("bench-epoch-data-")), (60, 60), ("train", "val"))  # fmt: skip
     load_start = os.getloadavg()
     runs: dict[str, list[tuple[float, float]]] = {"full": [], "bare": [], "loop": []}
     for _ in range(args.repeats):

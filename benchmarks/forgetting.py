@@ -22,12 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 
 import torch
-from common import DEFAULT_DATA
+from common import DEFAULT_DATA, scratch_dir
 from PIL import Image
 
 from thawkit import CONF_DIR
@@ -123,7 +122,7 @@ def fine_tune(data: str, run: str, args: argparse.Namespace) -> tuple:
         f"data.batch_size={args.batch_size}", f"trainer.max_epochs={args.epochs}",
         f"seed={args.seed}", "callbacks.progress_bar=null", "+trainer.enable_progress_bar=false",
         "~logger", "callbacks.early_stopping=null", "callbacks.views=null",
-        f"paths.output_dir={tempfile.mkdtemp(prefix='bench-forgetting-')}",
+        f"paths.output_dir={scratch_dir('bench-forgetting-')}",
         *args.overrides,
     ]  # fmt: skip
     regularizer, *extra = run.split(",")

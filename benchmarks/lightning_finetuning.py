@@ -11,10 +11,9 @@ SGD(lr=1e-3, momentum=0.9) over what requires grad, the callback's defaults othe
 
 from __future__ import annotations
 
-import tempfile
 import time
 
-from common import Result, base_args, epoch_timer
+from common import Result, base_args, epoch_timer, scratch_dir
 
 
 def main() -> None:
@@ -106,7 +105,7 @@ def main() -> None:
         max_epochs=args.epochs,
         accelerator="cpu",
         callbacks=[finetuning, epoch_timer(result, groups_of_epoch)],
-        default_root_dir=tempfile.mkdtemp(prefix="bench-lightning-"),
+        default_root_dir=scratch_dir("bench-lightning-"),
         enable_progress_bar=False,
         enable_model_summary=False,
     )

@@ -8,10 +8,9 @@ other variants have no test split either). `--overrides` adds Hydra overrides, e
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 
-from common import Result, base_args, epoch_timer
+from common import Result, base_args, epoch_timer, scratch_dir
 
 from thawkit import CONF_DIR
 
@@ -37,7 +36,7 @@ def main() -> None:
         f"data.image_size={args.size}", f"data.batch_size={args.batch_size}",
         f"trainer.max_epochs={args.epochs}", f"seed={args.seed}",
         "callbacks.progress_bar=null", "+trainer.enable_progress_bar=false",
-        f"paths.output_dir={tempfile.mkdtemp(prefix='bench-thawkit-')}",
+        f"paths.output_dir={scratch_dir('bench-thawkit-')}",
         *args.overrides,
     ]  # fmt: skip
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,6 +26,7 @@ os.environ.setdefault("THAWKIT_OFFLINE", "1")  # tests never touch the network
 # The persistent cache (thawkit.data.disk_cache) never lands in the user's ~/.cache: a fresh
 # folder per test (the fixture below), and this one for anything that runs outside a test.
 os.environ["THAWKIT_CACHE"] = tempfile.mkdtemp(prefix="thawkit-test-cache-")
+atexit.register(shutil.rmtree, os.environ["THAWKIT_CACHE"], ignore_errors=True)  # no litter in /tmp
 # The tiny test models gain nothing from intra-op threads, and on a small shared machine the
 # OpenMP threads spin-wait on each other: one thread made a tiny fit ~10x cheaper in CPU time.
 torch.set_num_threads(1)
