@@ -15,6 +15,8 @@ docs/strategies.md between `<!-- auto-evidence:start -->` and `<!-- auto-evidenc
 `--max-train`/`--max-val` subsample each split (an even share per class, fixed seed) into
 symlink folders, for small runs on small machines. Runs already present under `--out` are
 reused (a second call runs only the missing strategy-seed pairs; a pair found twice counts once).
+A finished run's checkpoints are removed once its sweep ends (the table reads summary.json only;
+five sets x seven strategies x five seeds kept ~35 GB of them); `--keep-checkpoints` keeps them.
 
 `--own-epochs` adds auto at its own epochs: auto runs without `trainer.max_epochs` (it picks
 them, as `python train.py strategy=auto` does), and the comparison stays at equal epochs: the
@@ -133,6 +135,19 @@ def run_sweep(
         print(f"  sweep failed (rc {proc.returncode}); see {log}", flush=True)
 
 
+def prune_checkpoints(folder: Path) -> int:
+    """Removes the `*.ckpt` files of the completed runs under `folder` (their `summary.json`
+    says so); an interrupted or failed run keeps its own, to resume from. Returns bytes freed."""
+    freed = 0
+    for summary in folder.rglob("summary.json"):
+        if json.loads(summary.read_text()).get("status") != "completed":
+            continue
+        for ckpt in (summary.parent / "checkpoints").glob("*.ckpt"):
+            freed += ckpt.stat().st_size
+            ckpt.unlink()
+    return freed
+
+
 def stats(accs: list[float]) -> tuple[float, float]:
     return statistics.mean(accs), (statistics.stdev(accs) if len(accs) > 1 else 0.0)
 
@@ -166,6 +181,8 @@ def ensure(
         print(f"{folder.name}: running {todo} x seeds {list(seeds)}", flush=True)
         out = folder / (time.strftime("%H-%M-%S") + (f"-{i}" if i else ""))
         run_sweep(data, out, todo, args, epochs, list(seeds))
+        if not args.keep_checkpoints and out.is_dir():
+            print(f"  removed {prune_checkpoints(out) / 2**20:.0f} MB of checkpoints", flush=True)
     return [r for r in read_runs(folder) if r["seed"] in args.seeds] if folder.is_dir() else []
 
 
@@ -248,6 +265,9 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "multirun" / "auto_evidence"))
     p.add_argument("--doc", default=str(ROOT / "docs" / "strategies.md"))
     p.add_argument("--no-doc", action="store_true", help="print the table only")
+    p.add_argument(
+        "--keep-checkpoints", action="store_true", help="keep each finished run's checkpoints"
+    )
     p.add_argument("--report-only", action="store_true", help="run nothing; tabulate --out")
     p.add_argument("overrides", nargs="*", help="more Hydra overrides for every run")
     args = p.parse_args()

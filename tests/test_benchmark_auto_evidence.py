@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from conftest import benchmark_module
 
@@ -61,7 +62,7 @@ def test_only_missing_strategy_seed_pairs_run_and_a_pair_counts_once(
         "run_sweep",
         lambda data, out, todo, args, epochs, seeds: calls.append((todo, seeds)),
     )
-    args = argparse.Namespace(seeds=[0, 1], report_only=False)
+    args = argparse.Namespace(seeds=[0, 1], report_only=False, keep_checkpoints=False)
     rows = module.ensure(tmp_path, tmp_path, ["full", "gradual", "partial"], args, 5)
     assert sorted(calls) == [(["gradual"], [1]), (["partial"], [0, 1])]
     assert sorted((r["strategy"], r["seed"]) for r in rows) == [
@@ -69,3 +70,28 @@ def test_only_missing_strategy_seed_pairs_run_and_a_pair_counts_once(
         ("full", 1),
         ("gradual", 0),
     ]
+
+
+def _sweep_with_checkpoints(data, out, todo, args, epochs, seeds) -> None:
+    """A sweep that leaves one completed and one interrupted run, each with checkpoints."""
+    for job, status in enumerate(("completed", "interrupted")):
+        run = out / str(job)
+        (run / "checkpoints").mkdir(parents=True)
+        for name in ("best.ckpt", "last.ckpt"):
+            (run / "checkpoints" / name).write_bytes(b"x" * 1000)
+        summary = {"strategy": todo[0], "seed": seeds[0], "status": status}
+        (run / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_completed_runs_lose_their_checkpoints_unless_kept(
+    tmp_path: Path, monkeypatch, keep: bool
+) -> None:
+    module = benchmark_module("auto_evidence")
+    monkeypatch.setattr(module, "run_sweep", _sweep_with_checkpoints)
+    args = argparse.Namespace(seeds=[0], report_only=False, keep_checkpoints=keep)
+    module.ensure(tmp_path, tmp_path, ["full"], args, 5)
+    completed = sorted(tmp_path.glob("*/0/checkpoints/*.ckpt"))
+    interrupted = sorted(tmp_path.glob("*/1/checkpoints/*.ckpt"))
+    assert len(completed) == (2 if keep else 0)
+    assert len(interrupted) == 2  # kept to resume from
