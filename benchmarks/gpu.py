@@ -18,13 +18,14 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]  # tests load this file by path
+from common import scratch_dir  # noqa: E402
+
 DEFAULT_DATA = os.environ.get("THAWKIT_BENCH_DATA", str(ROOT.parent / "shared/data/hymenoptera"))
 
 
@@ -82,7 +83,7 @@ def bare_loop(args: argparse.Namespace, device: Any) -> dict[str, float]:
     from thawkit.run.train import build
 
     gpu = device.type == "cuda"
-    cfg = _compose(args, "full", gpu, tempfile.mkdtemp(prefix="bench-gpu-bare-"))
+    cfg = _compose(args, "full", gpu, scratch_dir("bench-gpu-bare-"))
     datamodule, model, _ = build(cfg)  # the same backbone and head as thawkit's
     pre = datamodule.preprocessing
     transform = T.Compose([
@@ -146,7 +147,7 @@ def thawkit_run(args: argparse.Namespace, strategy: str, device: Any) -> dict[st
             self.compute += now - (self._t or now)
             self._t = now
 
-    cfg = _compose(args, strategy, device.type == "cuda", tempfile.mkdtemp(prefix="bench-gpu-"))
+    cfg = _compose(args, strategy, device.type == "cuda", scratch_dir("bench-gpu-"))
     datamodule, model, trainer = build(cfg)
     waits = Waits()
     trainer.callbacks.append(waits)
