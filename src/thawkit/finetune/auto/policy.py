@@ -227,8 +227,8 @@ class AutoStrategy:
         self.huge_per_class = huge_per_class
         self.near, self.far, self.very_far = near, far, very_far
         self.max_images = max_images
-        self.baseline, self.probe_repeats = baseline, probe_repeats
-        self.baseline_inits = baseline_inits
+        self.baseline = baseline
+        self.probe_repeats, self.baseline_inits = probe_repeats, baseline_inits
         self.keep = list(keep)
 
     def size(self, signals: Signals) -> str:

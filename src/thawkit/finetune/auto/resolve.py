@@ -270,14 +270,9 @@ def resolve_auto(
         # random draws, so `strategy=auto seed=S` trains as its pick would with `seed=S`.
         with kept_random_state():
             signals = measure(
-                cfg,
-                datamodule,
-                auto.max_images,
-                seed,
-                auto.baseline,
-                auto.probe_repeats,
-                auto.baseline_inits,
-            )
+                cfg, datamodule, auto.max_images, seed, baseline=auto.baseline,
+                repeats=auto.probe_repeats, inits=auto.baseline_inits,
+            )  # fmt: skip
         groups = signals.layer_groups or len(layer_group_names(str(cfg.model.backbone)))
         decision = auto.decide(signals, groups, "model.weights" in explicit)
         if auto.race and decision.chosen != "scratch":
